@@ -1,0 +1,111 @@
+// ailb's configuration: an immutable snapshot built from environment variables and an optional
+// YAML file (environment wins), validated as a whole before anything uses it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+
+namespace ailb::config {
+
+enum class ProviderKind { kOpenAI, kAnthropic, kOllama };
+
+// "openai", "anthropic", "ollama".
+std::string_view ProviderName(ProviderKind kind);
+std::optional<ProviderKind> ParseProviderName(std::string_view name);
+
+// One upstream that can serve a public model name.
+struct Deployment {
+  std::string id;              // unique; "<provider>/<upstream_model>" unless configured
+  std::string model_name;      // the public name clients send (the model group)
+  ProviderKind provider = ProviderKind::kOpenAI;
+  std::string upstream_model;  // the model name sent to the provider
+  std::string api_base;        // e.g. https://api.openai.com/v1 (no trailing slash)
+  std::string api_key;         // resolved secret; never logged
+  std::string api_key_env;     // the environment variable it came from, if any
+  double weight = 1.0;         // relative share for weighted strategies (>= 0)
+  int64_t rpm = 0;             // requests per minute the deployment allows (0 = unknown)
+  int64_t tpm = 0;             // tokens per minute (0 = unknown)
+  int priority = 0;            // lower is tried first by the failover strategy
+  double input_cost_per_token = 0;   // USD
+  double output_cost_per_token = 0;  // USD
+  std::string version;         // blue/green tag; empty = untagged
+};
+
+struct ServerConfig {
+  std::string host = "0.0.0.0";
+  int http_port = 8080;
+  int grpc_port = 50051;
+  int http_threads = 2;                   // Pistache reactor threads
+  int64_t max_body_bytes = 8 << 20;       // request body limit
+  int drain_timeout_ms = 30'000;          // graceful shutdown budget
+};
+
+struct TimeoutConfig {
+  int connect_ms = 5'000;        // TCP+TLS connect to an upstream
+  int first_byte_ms = 120'000;   // request sent -> first response byte
+  int total_ms = 600'000;        // whole request, all attempts
+  int stream_idle_ms = 120'000;  // longest silence inside a stream
+};
+
+struct Config {
+  std::string module_id = "ailb-1";
+  ServerConfig server;
+  TimeoutConfig timeouts;
+  std::string routing_strategy = "weighted";
+  bool enable_memory = true;
+  bool enable_rag = true;
+  std::string data_dir = "./data";
+  std::string log_level = "info";          // trace, debug, info, warn, error, critical, off
+  std::string log_format = "text";         // text or json
+  std::vector<std::string> api_keys;       // data-plane keys; empty = open
+  std::vector<Deployment> deployments;     // in configuration order
+  std::string source_file;                 // the YAML file used, if any
+
+  // Public model names in first-seen order.
+  std::vector<std::string> ModelNames() const;
+};
+
+// Environment variables as a map, so tests need not touch the process environment.
+using Environment = std::map<std::string, std::string>;
+Environment ProcessEnvironment();
+
+// Builds a snapshot from `env` and, when `config_file` is set (or AILB_CONFIG is in `env`), the
+// YAML file. Returns InvalidArgument listing every problem, each naming its key.
+absl::StatusOr<Config> LoadConfig(const Environment& env,
+                                  const std::optional<std::string>& config_file);
+
+// The same, with the YAML document given as text (for UpdateConfig over gRPC).
+absl::StatusOr<Config> LoadConfigFromYamlText(const Environment& env, std::string_view yaml_text,
+                                              std::string_view source_name);
+
+// Every problem with `config`, each naming its key; empty when valid.
+std::vector<std::string> Validate(const Config& config);
+
+// Publishes the current snapshot. Readers keep the snapshot they took for as long as they hold
+// it, so requests in flight finish on the configuration they started with. Thread-safe.
+class ConfigStore {
+ public:
+  explicit ConfigStore(std::shared_ptr<const Config> initial) : current_(std::move(initial)) {}
+  std::shared_ptr<const Config> Current() const {
+    std::lock_guard lock(mu_);
+    return current_;
+  }
+  void Publish(std::shared_ptr<const Config> next) {
+    std::lock_guard lock(mu_);
+    current_ = std::move(next);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const Config> current_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ailb::config

@@ -1,0 +1,116 @@
+// The gateway runs one chat request end to end: plan the deployments, encode for the chosen
+// provider, send through the shared upstream client, decode, and write to the client. Failures
+// before the first byte reaches the client move on to the next deployment of the plan; after it,
+// a stream ends with an SSE error event and [DONE], never a silent cut.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "ailb/common/clock.h"
+#include "ailb/common/random.h"
+#include "ailb/config/config.h"
+#include "ailb/gateway/response_sink.h"
+#include "ailb/llm/chat.h"
+#include "ailb/router/health.h"
+#include "ailb/router/router.h"
+#include "ailb/upstream/http_client.h"
+#include "nlohmann/json.hpp"
+
+namespace ailb::gateway {
+
+struct RequestContext {
+  std::string request_id;
+  std::string client_address;
+  std::optional<std::string> preferred_model;  // X-Preferred-Model
+  SteadyTime received_at;
+};
+
+// Counts requests in flight so shutdown can drain them. Thread-safe.
+class InflightTracker {
+ public:
+  void Enter() {
+    std::lock_guard lock(mu_);
+    ++count_;
+  }
+  void Leave() {
+    std::lock_guard lock(mu_);
+    if (--count_ == 0) drained_.notify_all();
+  }
+  int count() const {
+    std::lock_guard lock(mu_);
+    return count_;
+  }
+  // Waits until nothing is in flight or `timeout` passes; returns whether drained.
+  bool WaitDrained(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return drained_.wait_for(lock, timeout, [this] { return count_ == 0; });
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable drained_;
+  int count_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Thread-safe: HandleChat may be called concurrently from any thread.
+class Gateway {
+ public:
+  Gateway(config::ConfigStore& config, router::Router& router, router::HealthTracker& health,
+          upstream::HttpClient& client, const Clock& clock, RandomSource& random,
+          InflightTracker& inflight)
+      : config_(config),
+        router_(router),
+        health_(health),
+        client_(client),
+        clock_(clock),
+        random_(random),
+        inflight_(inflight) {}
+
+  // Starts the request and returns at once; the reply is written to `sink` later, from the
+  // upstream client's event thread. The returned function cancels the request (the client left);
+  // it is safe to call from any thread, at any time, any number of times.
+  std::function<void()> HandleChat(llm::ChatRequest request, RequestContext context,
+                                   std::shared_ptr<ResponseSink> sink);
+
+  // /v1/models: every public model name. `model` set: that one or NotFound.
+  absl::StatusOr<nlohmann::json> ListModels(const std::optional<std::string>& model) const;
+
+  // /healthz: overall state and each deployment's breaker. `can_serve` when some model group
+  // has a deployment that admits traffic and the module is not draining.
+  struct Health {
+    bool can_serve = false;
+    nlohmann::json body;
+  };
+  Health CheckHealth() const;
+
+  // Refuse new requests (shutdown has begun).
+  void StartDraining() { draining_.store(true); }
+  bool draining() const { return draining_.load(); }
+
+  const Clock& clock() const { return clock_; }
+
+ private:
+  friend class ChatExchange;
+  config::ConfigStore& config_;
+  router::Router& router_;
+  router::HealthTracker& health_;
+  upstream::HttpClient& client_;
+  const Clock& clock_;
+  RandomSource& random_;
+  InflightTracker& inflight_;
+  std::atomic<bool> draining_{false};
+  const WallTime started_at_ = std::chrono::system_clock::now();
+};
+
+// Writes `status` as an OpenAI error reply (with Retry-After when the status carries one).
+void SendError(ResponseSink& sink, const absl::Status& status, upstream::Headers headers = {});
+
+}  // namespace ailb::gateway

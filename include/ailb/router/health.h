@@ -1,0 +1,84 @@
+// Passive health of each deployment: outcomes of real requests drive a circuit breaker, so one
+// deployment's errors never take its model group down with it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "ailb/common/clock.h"
+
+namespace ailb::router {
+
+enum class BreakerState { kHealthy, kCoolingDown, kHalfOpen };
+std::string_view BreakerStateName(BreakerState state);  // "healthy", "cooling_down", "half_open"
+
+struct HealthPolicy {
+  int failures_to_trip = 3;  // consecutive deployment faults that open the breaker
+  std::chrono::milliseconds base_cooldown{5'000};
+  std::chrono::milliseconds max_cooldown{300'000};
+};
+
+struct DeploymentHealth {
+  BreakerState state = BreakerState::kHealthy;
+  int consecutive_failures = 0;
+  int64_t total_requests = 0;
+  int64_t successful_requests = 0;
+  int64_t failed_requests = 0;
+  int in_flight = 0;
+  double avg_latency_ms = 0;  // mean over successful requests
+  std::string last_error;
+  std::optional<WallTime> last_success;
+  std::optional<WallTime> last_failure;
+  std::chrono::milliseconds cooldown_remaining{0};
+};
+
+// True when `status` is the deployment's fault (connect failures, timeouts, 408, 429, 5xx,
+// malformed replies, and 401/403/404 from the upstream, which mean a misconfigured deployment).
+// A client's bad request (other 4xx) is not: it would fail anywhere.
+bool IsDeploymentFault(const absl::Status& status);
+
+// Thread-safe.
+class HealthTracker {
+ public:
+  HealthTracker(const Clock& clock, HealthPolicy policy) : clock_(clock), policy_(policy) {}
+
+  // Whether a new request may go to `id` now. A half-open deployment admits one probe at a time.
+  bool Admits(std::string_view id) const;
+  // Time until `id` admits requests again (zero when it does now).
+  std::chrono::milliseconds TimeUntilAdmitted(std::string_view id) const;
+
+  void OnAttemptStart(std::string_view id);
+  void OnSuccess(std::string_view id, std::chrono::microseconds latency);
+  // Counts against the breaker only when IsDeploymentFault(status). `retry_after` (from the
+  // upstream) sets the cooldown when longer than the policy's.
+  void OnFailure(std::string_view id, const absl::Status& status);
+  // The attempt ended without a verdict on the deployment (the client left, a client error).
+  void OnNeutral(std::string_view id);
+
+  DeploymentHealth Snapshot(std::string_view id) const;
+
+ private:
+  struct Entry {
+    DeploymentHealth health;
+    SteadyTime cooldown_until;
+    int trips = 0;
+    bool probe_in_flight = false;
+    double latency_sum_ms = 0;
+  };
+  // Moves a deployment whose cooldown has passed to half-open.
+  void Refresh(Entry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Clock& clock_;
+  const HealthPolicy policy_;
+  mutable std::mutex mu_;
+  mutable absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ailb::router

@@ -1,0 +1,43 @@
+// Chooses which deployments serve a request, in the order they should be tried.
+#pragma once
+
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "ailb/common/random.h"
+#include "ailb/config/config.h"
+#include "ailb/router/health.h"
+
+namespace ailb::router {
+
+// OK when this build implements the strategy `name`, Unimplemented (naming the ones it has)
+// otherwise.
+absl::Status CheckStrategyImplemented(std::string_view name);
+
+// Thread-safe.
+class Router {
+ public:
+  Router(HealthTracker& health, RandomSource& random) : health_(health), random_(random) {}
+
+  // The deployments of model group `model` that admit traffic now, best first by the
+  // configured strategy. NotFound for an unknown model; Unavailable (with Retry-After) when every
+  // deployment of the group is cooling down. The pointers live as long as `config`.
+  absl::StatusOr<std::vector<const config::Deployment*>> Plan(const config::Config& config,
+                                                              std::string_view model);
+
+ private:
+  void Order(const std::string& strategy, const std::string& model,
+             std::vector<const config::Deployment*>& candidates);
+
+  HealthTracker& health_;
+  RandomSource& random_;
+  std::mutex mu_;
+  absl::flat_hash_map<std::string, uint64_t> round_robin_next_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ailb::router

@@ -1,0 +1,146 @@
+#include "config/validate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string_view>
+
+namespace ailb::config::internal {
+namespace {
+
+constexpr std::string_view kRoutingStrategies[] = {
+    "round_robin",   "weighted", "least_busy", "latency_optimized", "cost_optimized", "usage_based",
+    "load_balanced", "failover", "random",
+};
+constexpr std::string_view kLogLevels[] = {"trace", "debug",    "info", "warn",
+                                           "error", "critical", "off"};
+constexpr std::string_view kLogFormats[] = {"text", "json"};
+
+constexpr int64_t kMinBodyBytes = 1 << 10;
+constexpr int64_t kMaxBodyBytes = 1 << 30;
+constexpr size_t kMinApiKeyLength = 8;
+
+bool HasWhitespace(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+  });
+}
+
+template <size_t N>
+std::string ChoiceList(const std::string_view (&choices)[N]) {
+  std::string list;
+  for (std::string_view choice : choices) list += Cat(list.empty() ? "" : ", ", choice);
+  return list;
+}
+
+class Validator {
+ public:
+  Validator(const SourceMap& sources, std::vector<std::string>* problems)
+      : sources_(sources), problems_(problems) {}
+
+  template <typename... Pieces>
+  void Problem(std::string_view label, const Pieces&... message) {
+    problems_->push_back(Cat(label, ": ", message...));
+  }
+
+  void Range(std::string_view key, int64_t value, int64_t min, int64_t max) {
+    if (value < min || value > max) {
+      Problem(sources_.Setting(key), "must be between ", min, " and ", max, ", got ", value);
+    }
+  }
+
+  void Positive(std::string_view key, int64_t value) {
+    if (value <= 0) Problem(sources_.Setting(key), "must be greater than 0, got ", value);
+  }
+
+  void NotEmpty(std::string_view key, std::string_view value) {
+    if (value.empty()) Problem(sources_.Setting(key), "must not be empty");
+  }
+
+  template <size_t N>
+  void OneOf(std::string_view key, std::string_view value, const std::string_view (&choices)[N]) {
+    if (std::find(std::begin(choices), std::end(choices), value) == std::end(choices)) {
+      Problem(sources_.Setting(key), "must be one of ", ChoiceList(choices), " (got \"", value,
+              "\")");
+    }
+  }
+
+  void Deployment(size_t index, const config::Deployment& deployment) {
+    auto field = [&](std::string_view name) { return sources_.DeploymentField(index, name); };
+    if (deployment.model_name.empty()) {
+      Problem(field("model_name"), "must not be empty");
+    } else if (HasWhitespace(deployment.model_name)) {
+      Problem(field("model_name"), "must not contain whitespace (got \"", deployment.model_name,
+              "\")");
+    }
+    if (deployment.upstream_model.empty()) {
+      Problem(field("upstream_model"), "must not be empty");
+    }
+    if (deployment.id.empty()) Problem(field("id"), "must not be empty");
+    std::string base = AsciiLower(deployment.api_base);
+    bool http = base.starts_with("http://") && base.size() > std::string_view("http://").size();
+    bool https = base.starts_with("https://") && base.size() > std::string_view("https://").size();
+    if (!http && !https) {
+      Problem(field("api_base"), "must start with http:// or https:// (got \"",
+              RedactUrl(deployment.api_base), "\")");
+    }
+    if (!std::isfinite(deployment.weight) || deployment.weight < 0) {
+      Problem(field("weight"), "must be a finite number >= 0, got ", deployment.weight);
+    }
+    if (deployment.rpm < 0) Problem(field("rpm"), "must be >= 0, got ", deployment.rpm);
+    if (deployment.tpm < 0) Problem(field("tpm"), "must be >= 0, got ", deployment.tpm);
+    Cost(field("input_cost_per_token"), deployment.input_cost_per_token);
+    Cost(field("output_cost_per_token"), deployment.output_cost_per_token);
+  }
+
+ private:
+  void Cost(std::string_view label, double cost) {
+    if (!std::isfinite(cost) || cost < 0) {
+      Problem(label, "must be a finite number >= 0, got ", cost);
+    }
+  }
+
+  const SourceMap& sources_;
+  std::vector<std::string>* problems_;
+};
+
+}  // namespace
+
+std::vector<std::string> ValidateConfig(const Config& config, const SourceMap& sources) {
+  std::vector<std::string> problems;
+  Validator v(sources, &problems);
+
+  const ServerConfig& server = config.server;
+  v.NotEmpty("server.host", server.host);
+  // Port 0 asks the kernel for a free port, which tests rely on.
+  v.Range("server.http_port", server.http_port, 0, 65535);
+  v.Range("server.grpc_port", server.grpc_port, 0, 65535);
+  v.Range("server.http_threads", server.http_threads, 1, 64);
+  v.Range("server.max_body_bytes", server.max_body_bytes, kMinBodyBytes, kMaxBodyBytes);
+  v.Positive("server.drain_timeout_ms", server.drain_timeout_ms);
+
+  const TimeoutConfig& timeouts = config.timeouts;
+  v.Positive("timeouts.connect_ms", timeouts.connect_ms);
+  v.Positive("timeouts.first_byte_ms", timeouts.first_byte_ms);
+  v.Positive("timeouts.total_ms", timeouts.total_ms);
+  v.Positive("timeouts.stream_idle_ms", timeouts.stream_idle_ms);
+
+  v.NotEmpty("module_id", config.module_id);
+  v.NotEmpty("data_dir", config.data_dir);
+  v.OneOf("routing_strategy", config.routing_strategy, kRoutingStrategies);
+  v.OneOf("log_level", config.log_level, kLogLevels);
+  v.OneOf("log_format", config.log_format, kLogFormats);
+
+  std::string keys_label = sources.Setting("api_keys");
+  for (size_t i = 0; i < config.api_keys.size(); ++i) {
+    // Never echo the key itself: this message is logged.
+    if (config.api_keys[i].size() < kMinApiKeyLength) {
+      v.Problem(Cat(keys_label, "[", i, "]"), "must be at least ", kMinApiKeyLength,
+                " characters long");
+    }
+  }
+
+  for (size_t i = 0; i < config.deployments.size(); ++i) v.Deployment(i, config.deployments[i]);
+  return problems;
+}
+
+}  // namespace ailb::config::internal

@@ -1,0 +1,145 @@
+#include "ailb/router/health.h"
+
+#include <algorithm>
+
+#include "ailb/common/status.h"
+#include "ailb/common/strings.h"
+
+namespace ailb::router {
+
+std::string_view BreakerStateName(BreakerState state) {
+  switch (state) {
+    case BreakerState::kHealthy:
+      return "healthy";
+    case BreakerState::kCoolingDown:
+      return "cooling_down";
+    case BreakerState::kHalfOpen:
+      return "half_open";
+  }
+  return "unknown";
+}
+
+bool IsDeploymentFault(const absl::Status& status) {
+  if (status.ok() || status.code() == absl::StatusCode::kCancelled) return false;
+  if (std::optional<int> http = HttpStatusOverride(status)) {
+    const int code = *http;
+    return code >= 500 || code == 408 || code == 429 || code == 401 || code == 403 || code == 404;
+  }
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      return false;
+    default:
+      return true;
+  }
+}
+
+void HealthTracker::Refresh(Entry& entry) const {
+  if (entry.health.state == BreakerState::kCoolingDown && clock_.Now() >= entry.cooldown_until) {
+    entry.health.state = BreakerState::kHalfOpen;
+    entry.probe_in_flight = false;
+  }
+}
+
+bool HealthTracker::Admits(std::string_view id) const {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(ToAbsl(id));
+  if (it == entries_.end()) return true;
+  Refresh(it->second);
+  switch (it->second.health.state) {
+    case BreakerState::kHealthy:
+      return true;
+    case BreakerState::kHalfOpen:
+      return !it->second.probe_in_flight;
+    case BreakerState::kCoolingDown:
+      return false;
+  }
+  return false;
+}
+
+std::chrono::milliseconds HealthTracker::TimeUntilAdmitted(std::string_view id) const {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(ToAbsl(id));
+  if (it == entries_.end()) return std::chrono::milliseconds(0);
+  Refresh(it->second);
+  if (it->second.health.state != BreakerState::kCoolingDown) return std::chrono::milliseconds(0);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(it->second.cooldown_until -
+                                                               clock_.Now());
+}
+
+void HealthTracker::OnAttemptStart(std::string_view id) {
+  std::lock_guard lock(mu_);
+  Entry& entry = entries_[std::string(id)];
+  Refresh(entry);
+  entry.health.in_flight++;
+  entry.health.total_requests++;
+  if (entry.health.state == BreakerState::kHalfOpen) entry.probe_in_flight = true;
+}
+
+void HealthTracker::OnSuccess(std::string_view id, std::chrono::microseconds latency) {
+  std::lock_guard lock(mu_);
+  Entry& entry = entries_[std::string(id)];
+  entry.health.in_flight = std::max(0, entry.health.in_flight - 1);
+  entry.health.successful_requests++;
+  entry.health.consecutive_failures = 0;
+  entry.health.state = BreakerState::kHealthy;
+  entry.probe_in_flight = false;
+  entry.trips = 0;
+  entry.latency_sum_ms += latency.count() / 1000.0;
+  entry.health.avg_latency_ms = entry.latency_sum_ms / entry.health.successful_requests;
+  entry.health.last_success = clock_.WallNow();
+}
+
+void HealthTracker::OnFailure(std::string_view id, const absl::Status& status) {
+  if (!IsDeploymentFault(status)) {
+    OnNeutral(id);
+    return;
+  }
+  std::lock_guard lock(mu_);
+  Entry& entry = entries_[std::string(id)];
+  Refresh(entry);
+  entry.health.in_flight = std::max(0, entry.health.in_flight - 1);
+  entry.health.failed_requests++;
+  const bool already_open = entry.health.state == BreakerState::kCoolingDown;
+  entry.health.consecutive_failures++;
+  entry.health.last_error = std::string(status.message());
+  entry.health.last_failure = clock_.WallNow();
+  const std::optional<int> retry_after = RetryAfterOf(status);
+  const bool half_open_probe_failed = entry.health.state == BreakerState::kHalfOpen;
+  const bool tripped = entry.health.consecutive_failures >= policy_.failures_to_trip ||
+                       half_open_probe_failed || retry_after.has_value();
+  entry.probe_in_flight = false;
+  // Requests that were in flight when the breaker opened fail too; they must not extend the
+  // cooldown, which only failed half-open probes escalate.
+  if (!tripped || already_open) return;
+  // Each consecutive trip doubles the cooldown, so a dead deployment is probed less and less.
+  std::chrono::milliseconds cooldown = policy_.base_cooldown * (1 << std::min(entry.trips, 6));
+  if (retry_after) cooldown = std::max(cooldown, std::chrono::milliseconds(*retry_after * 1000));
+  cooldown = std::min(cooldown, policy_.max_cooldown);
+  entry.trips++;
+  entry.health.state = BreakerState::kCoolingDown;
+  entry.cooldown_until = clock_.Now() + cooldown;
+}
+
+void HealthTracker::OnNeutral(std::string_view id) {
+  std::lock_guard lock(mu_);
+  Entry& entry = entries_[std::string(id)];
+  entry.health.in_flight = std::max(0, entry.health.in_flight - 1);
+  entry.probe_in_flight = false;
+}
+
+DeploymentHealth HealthTracker::Snapshot(std::string_view id) const {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(ToAbsl(id));
+  if (it == entries_.end()) return DeploymentHealth();
+  Refresh(it->second);
+  DeploymentHealth health = it->second.health;
+  if (health.state == BreakerState::kCoolingDown) {
+    health.cooldown_remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+        it->second.cooldown_until - clock_.Now());
+  }
+  return health;
+}
+
+}  // namespace ailb::router

@@ -1,0 +1,105 @@
+#include "ailb/router/router.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "ailb/common/status.h"
+#include "ailb/common/strings.h"
+
+namespace ailb::router {
+namespace {
+
+constexpr std::string_view kImplementedStrategies[] = {"round_robin", "weighted", "random",
+                                                       "failover", "least_busy"};
+
+}  // namespace
+
+absl::Status CheckStrategyImplemented(std::string_view name) {
+  for (std::string_view known : kImplementedStrategies) {
+    if (known == name) return absl::OkStatus();
+  }
+  return absl::UnimplementedError(absl::StrCat(
+      "routing strategy '", ToAbsl(name),
+      "' is not implemented in this build (available: round_robin, weighted, random, failover, "
+      "least_busy)"));
+}
+
+absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config::Config& config,
+                                                                    std::string_view model) {
+  std::vector<const config::Deployment*> candidates;
+  bool model_known = false;
+  std::chrono::milliseconds soonest = std::chrono::milliseconds::max();
+  for (const config::Deployment& deployment : config.deployments) {
+    if (deployment.model_name != model) continue;
+    model_known = true;
+    if (health_.Admits(deployment.id)) {
+      candidates.push_back(&deployment);
+    } else {
+      soonest = std::min(soonest, health_.TimeUntilAdmitted(deployment.id));
+    }
+  }
+  if (!model_known) {
+    return WithErrorCode(
+        WithErrorParam(absl::NotFoundError(absl::StrCat("The model '", ToAbsl(model),
+                                                        "' does not exist or is not served here")),
+                       "model"),
+        "model_not_found");
+  }
+  if (candidates.empty()) {
+    const int retry_after = static_cast<int>(std::max<int64_t>(1, (soonest.count() + 999) / 1000));
+    return WithRetryAfter(WithErrorCode(absl::UnavailableError(absl::StrCat(
+                                            "no deployment of model '", ToAbsl(model),
+                                            "' is available: all are cooling down after failures")),
+                                        "no_deployment_available"),
+                          retry_after);
+  }
+  Order(config.routing_strategy, std::string(model), candidates);
+  return candidates;
+}
+
+void Router::Order(const std::string& strategy, const std::string& model,
+                   std::vector<const config::Deployment*>& candidates) {
+  if (candidates.size() < 2) return;
+  if (strategy == "round_robin") {
+    uint64_t start;
+    {
+      std::lock_guard lock(mu_);
+      start = round_robin_next_[model]++;
+    }
+    std::rotate(candidates.begin(), candidates.begin() + start % candidates.size(),
+                candidates.end());
+  } else if (strategy == "random") {
+    for (size_t i = candidates.size() - 1; i > 0; --i) {
+      std::swap(candidates[i], candidates[random_.NextU64() % (i + 1)]);
+    }
+  } else if (strategy == "failover") {
+    std::stable_sort(candidates.begin(), candidates.end(),
+                     [](const config::Deployment* a, const config::Deployment* b) {
+                       return a->priority < b->priority;
+                     });
+  } else if (strategy == "least_busy") {
+    std::vector<std::pair<std::pair<int, uint64_t>, const config::Deployment*>> keyed;
+    for (const config::Deployment* d : candidates) {
+      keyed.push_back({{health_.Snapshot(d->id).in_flight, random_.NextU64()}, d});
+    }
+    std::sort(keyed.begin(), keyed.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (size_t i = 0; i < keyed.size(); ++i) candidates[i] = keyed[i].second;
+  } else {
+    // weighted: sampling without replacement in proportion to weight (Efraimidis-Spirakis):
+    // the first choice follows the weights exactly; the rest is the fallback order.
+    std::vector<std::pair<double, const config::Deployment*>> keyed;
+    for (const config::Deployment* d : candidates) {
+      const double u = std::max(random_.Uniform(), 1e-300);
+      const double key = d->weight > 0 ? std::log(u) / d->weight : -INFINITY;
+      keyed.emplace_back(key, d);
+    }
+    std::stable_sort(keyed.begin(), keyed.end(),
+                     [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t i = 0; i < keyed.size(); ++i) candidates[i] = keyed[i].second;
+  }
+}
+
+}  // namespace ailb::router

@@ -1,0 +1,400 @@
+#include "ailb/server/http_server.h"
+
+#include <pistache/endpoint.h>
+#include <pistache/http.h>
+#include <pistache/peer.h>
+
+#include <atomic>
+#include <cctype>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "ailb/common/random.h"
+#include "ailb/common/status.h"
+#include "ailb/common/strings.h"
+#include "ailb/llm/chat.h"
+#include "server/http/auth.h"
+#include "spdlog/spdlog.h"
+
+namespace ailb::server {
+namespace {
+
+using Pistache::Http::Method;
+using Pistache::Http::Request;
+using Pistache::Http::ResponseWriter;
+
+constexpr char kCancelKey[] = "ailb.cancel";
+constexpr size_t kMaxRequestIdLength = 128;
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 429:
+      return "Too Many Requests";
+    case 499:
+      return "Client Closed Request";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Unknown";
+  }
+}
+
+// State shared by the handler clones Pistache makes for each reactor thread.
+struct Shared {
+  gateway::Gateway* gateway = nullptr;
+  config::ConfigStore* config = nullptr;
+  int64_t max_body_bytes = 0;
+  std::atomic<int> open_streams{0};
+  std::unique_ptr<RandomSource> random = SeededRandom::FromEntropy();
+};
+
+// Writes a reply straight to the connection. Pistache's ResponseStream must not be used off its
+// reactor thread, but Peer::send only queues bytes and wakes the reactor, so it is safe from any
+// thread; the weak pointer is locked per write and never held, so a departed client is noticed.
+class PeerSink final : public gateway::ResponseSink {
+ public:
+  PeerSink(std::weak_ptr<Pistache::Tcp::Peer> peer, std::string request_id, bool keep_alive,
+           Shared& shared)
+      : peer_(std::move(peer)),
+        request_id_(std::move(request_id)),
+        keep_alive_(keep_alive),
+        shared_(shared) {}
+  ~PeerSink() override {
+    if (stream_open_) shared_.open_streams.fetch_sub(1);
+  }
+
+  void SendJson(int http_status, const upstream::Headers& headers, std::string body) override {
+    std::string out = Head(http_status, headers, "application/json");
+    absl::StrAppend(&out, "Content-Length: ", body.size(), "\r\n\r\n");
+    out += body;
+    Write(std::move(out));
+  }
+
+  void StartStream(const upstream::Headers& headers) override {
+    std::string out = Head(200, headers, "text/event-stream");
+    out += "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream_open_ = true;
+    shared_.open_streams.fetch_add(1);
+    Write(std::move(out));
+  }
+
+  bool SendStreamData(std::string data) override {
+    if (data.empty()) return !ClientGone();
+    std::ostringstream size;
+    size << std::hex << data.size();
+    std::string framed = absl::StrCat(size.str(), "\r\n", data, "\r\n");
+    return Write(std::move(framed));
+  }
+
+  void EndStream() override {
+    Write("0\r\n\r\n");
+    if (stream_open_) {
+      stream_open_ = false;
+      shared_.open_streams.fetch_sub(1);
+    }
+  }
+
+  bool ClientGone() const override { return peer_.expired(); }
+
+ private:
+  std::string Head(int http_status, const upstream::Headers& headers,
+                   std::string_view content_type) const {
+    std::string out =
+        absl::StrCat("HTTP/1.1 ", http_status, " ", ReasonPhrase(http_status),
+                     "\r\nContent-Type: ", ToAbsl(content_type), "\r\nX-Request-Id: ", request_id_,
+                     keep_alive_ ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n");
+    for (const auto& [name, value] : headers) absl::StrAppend(&out, name, ": ", value, "\r\n");
+    return out;
+  }
+
+  bool Write(std::string bytes) {
+    std::shared_ptr<Pistache::Tcp::Peer> peer = peer_.lock();
+    if (!peer) return false;
+    const size_t length = bytes.size();
+    peer->send(Pistache::RawBuffer(std::move(bytes), length));
+    return true;
+  }
+
+  std::weak_ptr<Pistache::Tcp::Peer> peer_;
+  const std::string request_id_;
+  const bool keep_alive_;
+  Shared& shared_;
+  bool stream_open_ = false;  // written by one thread at a time (see ResponseSink)
+};
+
+// A header's value whether Pistache parsed it into a typed header or kept it raw.
+std::optional<std::string> HeaderValue(const Request& request, const std::string& name) {
+  const auto& headers = request.headers();
+  if (std::shared_ptr<const Pistache::Http::Header::Header> typed = headers.tryGet(name)) {
+    std::ostringstream value;
+    typed->write(value);
+    return value.str();
+  }
+  if (std::optional<Pistache::Http::Header::Raw> raw = headers.tryGetRaw(name)) {
+    return raw->value();
+  }
+  return std::nullopt;
+}
+
+bool IsPrintableToken(std::string_view value) {
+  for (char c : value) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+std::string UrlDecode(std::string_view in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%' && i + 2 < in.size() && std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
+class Handler final : public Pistache::Http::Handler {
+ public:
+  HTTP_PROTOTYPE(Handler)
+
+  explicit Handler(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+
+  void onRequest(const Request& request, ResponseWriter writer) override {
+    std::weak_ptr<Pistache::Tcp::Peer> peer;
+    try {
+      peer = writer.peer();
+    } catch (const std::exception&) {
+      return;  // the client is already gone
+    }
+    if (auto p = peer.lock()) {
+      // Replies are written outside Pistache's writer; mark the connection between requests so
+      // the sweeper never writes a 408 into a reply in progress.
+      p->setIdle(true);
+    }
+    std::string request_id;
+    if (std::optional<std::string> given = HeaderValue(request, "X-Request-Id");
+        given && !given->empty() && given->size() <= kMaxRequestIdLength &&
+        IsPrintableToken(*given)) {
+      request_id = *given;
+    } else {
+      request_id = RandomToken(*shared_->random, 20);
+    }
+    std::optional<std::string> connection = HeaderValue(request, "Connection");
+    const bool keep_alive =
+        request.version() == Pistache::Http::Version::Http11
+            ? !(connection && absl::StrContains(absl::AsciiStrToLower(*connection), "close"))
+            : (connection && absl::StrContains(absl::AsciiStrToLower(*connection), "keep-alive"));
+    auto sink = std::make_shared<PeerSink>(peer, request_id, keep_alive, *shared_);
+    try {
+      Route(request, peer, request_id, sink);
+    } catch (const std::exception& e) {
+      spdlog::error("request_id={} unhandled exception: {}", request_id, e.what());
+      gateway::SendError(*sink, absl::InternalError("internal error"));
+    }
+  }
+
+  void onDisconnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) override {
+    if (std::shared_ptr<void> cancel = peer->tryGetData(kCancelKey)) {
+      (*std::static_pointer_cast<std::function<void()>>(cancel))();
+    }
+    Pistache::Http::Handler::onDisconnection(peer);
+  }
+
+ private:
+  void Route(const Request& request, const std::weak_ptr<Pistache::Tcp::Peer>& peer,
+             const std::string& request_id, const std::shared_ptr<PeerSink>& sink) {
+    const std::string& path = request.resource();
+    const Method method = request.method();
+    auto only = [&](Method allowed, const char* allow) {
+      if (method == allowed) return true;
+      gateway::SendError(*sink, MethodNotAllowedError(absl::StrCat("use ", allow, " on ", path)),
+                         {{"Allow", allow}});
+      return false;
+    };
+    if (path == "/v1/chat/completions" || path == "/chat/completions") {
+      if (only(Method::Post, "POST")) Chat(request, peer, request_id, sink);
+      return;
+    }
+    if (path == "/healthz" || path == "/health") {
+      if (only(Method::Get, "GET")) Health(sink);
+      return;
+    }
+    if (path == "/v1/models" || path == "/models") {
+      if (!only(Method::Get, "GET")) return;
+      if (!Authorized(request, sink)) return;
+      SendResult(sink, shared_->gateway->ListModels(std::nullopt));
+      return;
+    }
+    for (std::string_view prefix : {"/v1/models/", "/models/"}) {
+      if (absl::StartsWith(path, ToAbsl(prefix)) && path.size() > prefix.size()) {
+        if (!only(Method::Get, "GET")) return;
+        if (!Authorized(request, sink)) return;
+        SendResult(sink, shared_->gateway->ListModels(UrlDecode(path.substr(prefix.size()))));
+        return;
+      }
+    }
+    gateway::SendError(
+        *sink, WithErrorCode(
+                   absl::NotFoundError(absl::StrCat(
+                       "no route for ", ToAbsl(Pistache::Http::methodString(method)), " ", path)),
+                   "unknown_url"));
+  }
+
+  static void SendResult(const std::shared_ptr<PeerSink>& sink,
+                         const absl::StatusOr<nlohmann::json>& result) {
+    if (!result.ok()) {
+      gateway::SendError(*sink, result.status());
+      return;
+    }
+    sink->SendJson(200, {}, llm::DumpJson(*result));
+  }
+
+  void Health(const std::shared_ptr<PeerSink>& sink) {
+    gateway::Gateway::Health health = shared_->gateway->CheckHealth();
+    sink->SendJson(health.can_serve ? 200 : 503, {}, llm::DumpJson(health.body));
+  }
+
+  bool Authorized(const Request& request, const std::shared_ptr<PeerSink>& sink) {
+    std::shared_ptr<const config::Config> config = shared_->config->Current();
+    if (config->api_keys.empty()) return true;
+    std::optional<std::string> presented =
+        PresentedApiKey(HeaderValue(request, "Authorization"), HeaderValue(request, "x-api-key"),
+                        HeaderValue(request, "api-key"));
+    absl::Status status = CheckApiKey(config->api_keys, presented);
+    if (status.ok()) return true;
+    gateway::SendError(*sink, status, {{"WWW-Authenticate", "Bearer"}});
+    return false;
+  }
+
+  void Chat(const Request& request, const std::weak_ptr<Pistache::Tcp::Peer>& peer,
+            const std::string& request_id, const std::shared_ptr<PeerSink>& sink) {
+    if (!Authorized(request, sink)) return;
+    if (std::optional<std::string> type = HeaderValue(request, "Content-Type")) {
+      std::string mime = absl::AsciiStrToLower(*type);
+      if (!absl::StartsWith(absl::StripLeadingAsciiWhitespace(mime), "application/json")) {
+        gateway::SendError(*sink, UnsupportedMediaTypeError(absl::StrCat(
+                                      "Content-Type must be application/json, got '", *type, "'")));
+        return;
+      }
+    }
+    if (static_cast<int64_t>(request.body().size()) > shared_->max_body_bytes) {
+      gateway::SendError(*sink, PayloadTooLargeError(absl::StrCat(
+                                    "request body of ", request.body().size(),
+                                    " bytes exceeds the limit of ", shared_->max_body_bytes)));
+      return;
+    }
+    absl::StatusOr<llm::ChatRequest> chat = llm::ParseChatRequest(request.body());
+    if (!chat.ok()) {
+      gateway::SendError(*sink, chat.status());
+      return;
+    }
+    if (!chat->session_id) {
+      if (std::optional<std::string> session = HeaderValue(request, "X-Session-ID");
+          session && !session->empty() && session->size() <= 256) {
+        chat->session_id = *session;
+      }
+    }
+    gateway::RequestContext context;
+    context.request_id = request_id;
+    context.client_address = request.address().host();
+    context.received_at = shared_->gateway->clock().Now();
+    if (std::optional<std::string> preferred = HeaderValue(request, "X-Preferred-Model");
+        preferred && !preferred->empty()) {
+      context.preferred_model = *preferred;
+    }
+    std::function<void()> cancel =
+        shared_->gateway->HandleChat(*std::move(chat), std::move(context), sink);
+    if (auto p = peer.lock()) {
+      p->putData(kCancelKey, std::make_shared<std::function<void()>>(std::move(cancel)));
+    }
+  }
+
+  std::shared_ptr<Shared> shared_;
+};
+
+class PistacheHttpServer final : public HttpServer {
+ public:
+  PistacheHttpServer(std::shared_ptr<Shared> shared,
+                     std::unique_ptr<Pistache::Http::Endpoint> endpoint)
+      : shared_(std::move(shared)), endpoint_(std::move(endpoint)) {}
+  ~PistacheHttpServer() override { Shutdown(); }
+
+  int port() const override { return static_cast<uint16_t>(endpoint_->getPort()); }
+  int open_streams() const override { return shared_->open_streams.load(); }
+  void Shutdown() override {
+    if (!stopped_.exchange(true)) endpoint_->shutdown();
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+  std::unique_ptr<Pistache::Http::Endpoint> endpoint_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
+                                                              gateway::Gateway& gateway,
+                                                              config::ConfigStore& config) {
+  auto shared = std::make_shared<Shared>();
+  shared->gateway = &gateway;
+  shared->config = &config;
+  shared->max_body_bytes = options.max_body_bytes;
+  try {
+    Pistache::Address address(options.host, Pistache::Port(static_cast<uint16_t>(options.port)));
+    auto endpoint = std::make_unique<Pistache::Http::Endpoint>(address);
+    // Pistache caps the whole request (line + headers + body) at 4 KiB by default. Leave room
+    // above the body limit so an oversized body still reaches us and gets a JSON 413.
+    auto server_options =
+        Pistache::Http::Endpoint::options()
+            .threads(options.threads)
+            .flags(Pistache::Tcp::Options::ReuseAddr)
+            .maxRequestSize(static_cast<size_t>(options.max_body_bytes) + (1 << 20))
+            .maxResponseSize(1 << 20)
+            .keepaliveTimeout(options.keepalive_timeout);
+    endpoint->init(server_options);
+    endpoint->setHandler(std::make_shared<Handler>(shared));
+    endpoint->serveThreaded();
+    return std::make_unique<PistacheHttpServer>(std::move(shared), std::move(endpoint));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve HTTP on ", options.host, ":", options.port, ": ", e.what()));
+  }
+}
+
+}  // namespace ailb::server
