@@ -2,9 +2,12 @@
 
 #include <curl/curl.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -17,10 +20,17 @@
 #include "ailb/common/status.h"
 #include "ailb/common/strings.h"
 #include "ailb/config/config.h"
+#include "ailb/control/live_module.h"
 #include "ailb/gateway/gateway.h"
+#include "ailb/metrics/registry.h"
+#include "ailb/metrics/request_metrics.h"
 #include "ailb/provider/adapter.h"
+#include "ailb/ratelimit/rate_limiter.h"
+#include "ailb/router/aliases.h"
 #include "ailb/router/health.h"
 #include "ailb/router/router.h"
+#include "ailb/router/traffic_split.h"
+#include "ailb/server/control_server.h"
 #include "ailb/server/http_server.h"
 #include "ailb/upstream/http_client.h"
 #include "spdlog/spdlog.h"
@@ -48,13 +58,28 @@ absl::Status CheckSupported(const config::Config& config) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<const config::Config>> LoadAndCheck(
-    const std::optional<std::string>& config_file) {
-  absl::StatusOr<config::Config> loaded =
-      config::LoadConfig(config::ProcessEnvironment(), config_file);
+absl::StatusOr<std::shared_ptr<const config::Config>> Checked(
+    absl::StatusOr<config::Config> loaded) {
   if (!loaded.ok()) return loaded.status();
   AILB_RETURN_IF_ERROR(CheckSupported(*loaded));
   return std::make_shared<const config::Config>(*std::move(loaded));
+}
+
+absl::StatusOr<std::shared_ptr<const config::Config>> LoadAndCheck(
+    const std::optional<std::string>& config_file) {
+  return Checked(config::LoadConfig(config::ProcessEnvironment(), config_file));
+}
+
+// The version tags of the configured deployments, in first-seen order.
+std::vector<std::string> VersionsOf(const config::Config& config) {
+  std::vector<std::string> versions;
+  for (const config::Deployment& d : config.deployments) {
+    if (!d.version.empty() &&
+        std::find(versions.begin(), versions.end(), d.version) == versions.end()) {
+      versions.push_back(d.version);
+    }
+  }
+  return versions;
 }
 
 void LogConfigSummary(const config::Config& config) {
@@ -127,17 +152,33 @@ int RunMain(int argc, char** argv) {
   }
   LogConfigSummary(**initial);
 
+  const config::Config& startup = **initial;
+  std::error_code dir_error;
+  std::filesystem::create_directories(startup.data_dir, dir_error);
+  if (dir_error) {
+    std::cerr << "ailb: cannot create AILB_DATA_DIR '" << startup.data_dir
+              << "': " << dir_error.message() << "\n";
+    return 2;
+  }
+
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const Clock& clock = SystemClock::Instance();
   std::unique_ptr<SeededRandom> random = SeededRandom::FromEntropy();
   config::ConfigStore config_store(*initial);
+  metrics::Registry registry;
+  metrics::RequestMetrics request_metrics(registry, clock);
+  ratelimit::RateLimiter rate_limiter(clock);
+  router::ModelAliases aliases;
+  router::TrafficSplit split(clock, startup.data_dir + "/traffic_weights.json");
+  if (absl::Status loaded = split.Load(); !loaded.ok()) spdlog::warn("{}", loaded.message());
+  split.SyncVersions(VersionsOf(startup));
   router::HealthTracker health(clock, router::HealthPolicy{});
-  router::Router router(health, *random);
+  router::Router router(health, *random, &split);
   gateway::InflightTracker inflight;
   std::unique_ptr<upstream::HttpClient> client = upstream::NewCurlHttpClient();
-  gateway::Gateway gateway(config_store, router, health, *client, clock, *random, inflight);
+  gateway::Gateway gateway(config_store, router, health, *client, clock, *random, inflight,
+                           gateway::GatewayHooks{&request_metrics, &rate_limiter, &aliases});
 
-  const config::Config& startup = **initial;
   server::HttpServerOptions http_options;
   http_options.host = startup.server.host;
   http_options.port = startup.server.http_port;
@@ -146,35 +187,83 @@ int RunMain(int argc, char** argv) {
   http_options.keepalive_timeout =
       std::chrono::milliseconds(startup.timeouts.total_ms) + std::chrono::seconds(60);
   absl::StatusOr<std::unique_ptr<server::HttpServer>> http =
-      server::HttpServer::Start(http_options, gateway, config_store);
+      server::HttpServer::Start(http_options, gateway, config_store, &registry);
   if (!http.ok()) {
-    spdlog::critical("{}", ToStd(http.status().message()));
+    spdlog::critical("{}", http.status().message());
     return 1;
   }
-  spdlog::info("ailb {} listening: http={}:{} threads={}", AILB_VERSION, startup.server.host,
-               (*http)->port(), startup.server.http_threads);
+
+  // A Shutdown RPC ends the process as SIGTERM does, with its own drain budget.
+  std::atomic<int> drain_override_ms{-1};
+  const std::string grpc_host =
+      startup.server.grpc_host.empty() ? startup.server.host : startup.server.grpc_host;
+  control::LiveModuleDeps deps;
+  deps.clock = &clock;
+  deps.config = &config_store;
+  deps.reload = [&config_file] { return LoadAndCheck(config_file); };
+  deps.parse_document = [](const std::string& document) {
+    return Checked(
+        config::LoadConfigFromYamlText(config::ProcessEnvironment(), document, "UpdateConfig"));
+  };
+  deps.publish = [&](std::shared_ptr<const config::Config> next) {
+    config_store.Publish(next);
+    split.SyncVersions(VersionsOf(*next));
+    LogConfigSummary(*next);
+  };
+  deps.gateway = &gateway;
+  deps.health = &health;
+  deps.split = &split;
+  deps.aliases = &aliases;
+  deps.rate_limiter = &rate_limiter;
+  deps.registry = &registry;
+  deps.request_metrics = &request_metrics;
+  deps.client = client.get();
+  deps.open_connections = [&http] { return (*http)->open_connections(); };
+  deps.total_connections = [&http] { return (*http)->total_connections(); };
+  deps.shutdown = [&drain_override_ms](bool graceful, int timeout_seconds) {
+    drain_override_ms = graceful ? (timeout_seconds > 0 ? timeout_seconds * 1000 : -1) : 0;
+    kill(getpid(), SIGTERM);
+  };
+  deps.promotion_interval = std::chrono::milliseconds(startup.server.promotion_interval_ms);
+  std::unique_ptr<control::LiveModule> module;
+  std::unique_ptr<server::ControlServer> control;
+  {
+    module = control::NewLiveModule(deps);
+    server::ControlServerOptions control_options;
+    control_options.host = grpc_host;
+    control_options.port = startup.server.grpc_port;
+    control_options.auth_token = startup.server.control_token;
+    absl::StatusOr<std::unique_ptr<server::ControlServer>> started =
+        server::ControlServer::Start(control_options, *module);
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().message());
+      (*http)->Shutdown();
+      return 1;
+    }
+    control = *std::move(started);
+    module->SetGrpcAddress(absl::StrCat(grpc_host, ":", control->port()));
+  }
+  module->MarkServing();
+  spdlog::info("ailb {} listening: http={}:{} grpc={}:{} threads={} control_auth={}", AILB_VERSION,
+               startup.server.host, (*http)->port(), grpc_host, control->port(),
+               startup.server.http_threads, startup.server.control_token.empty() ? "off" : "on");
 
   while (true) {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0) continue;
     if (signal_number == SIGHUP) {
-      // Re-reads the environment and the same file (AILB_CONFIG when --config was not given).
-      absl::StatusOr<std::shared_ptr<const config::Config>> next = LoadAndCheck(config_file);
-      if (!next.ok()) {
-        spdlog::error("reload rejected, still serving the previous configuration: {}",
-                      ToStd(next.status().message()));
-        continue;
-      }
-      config_store.Publish(*next);
-      spdlog::info("configuration reloaded");
-      LogConfigSummary(**next);
+      control::ConfigUpdateResult result = module->Reload();
+      spdlog::info("SIGHUP: {}", result.message);
       continue;
     }
     break;
   }
 
-  const auto drain_timeout =
-      std::chrono::milliseconds(config_store.Current()->server.drain_timeout_ms);
+  module->MarkStopping();
+  control->SetServing(false);
+  const int override_ms = drain_override_ms.load();
+  const auto drain_timeout = std::chrono::milliseconds(
+      override_ms >= 0 ? override_ms : config_store.Current()->server.drain_timeout_ms);
   spdlog::info("shutting down: draining {} request(s) for up to {} ms", inflight.count(),
                drain_timeout.count());
   gateway.StartDraining();
@@ -185,6 +274,7 @@ int RunMain(int argc, char** argv) {
   // Connections first, so nothing new reaches the client; then the client, which cancels
   // whatever is left and joins its event thread.
   (*http)->Shutdown();
+  control->Shutdown(std::chrono::seconds(2));
   client.reset();
   spdlog::info("stopped");
   spdlog::shutdown();

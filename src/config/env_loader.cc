@@ -96,6 +96,10 @@ void ApplyEnvironment(const Environment& env, Config* config, SourceMap* sources
   apply_integer("AILB_MAX_BODY_BYTES", "server.max_body_bytes", &config->server.max_body_bytes);
   apply_integer("AILB_DRAIN_TIMEOUT_MS", "server.drain_timeout_ms",
                 &config->server.drain_timeout_ms);
+  apply_string("AILB_GRPC_HOST", "server.grpc_host", &config->server.grpc_host, false);
+  apply_string("AILB_CONTROL_TOKEN", "server.control_token", &config->server.control_token, false);
+  apply_integer("AILB_PROMOTION_INTERVAL_MS", "server.promotion_interval_ms",
+                &config->server.promotion_interval_ms);
   apply_string("MODULE_ID", "module_id", &config->module_id, false);
   apply_string("ROUTING_STRATEGY", "routing_strategy", &config->routing_strategy, true);
   apply_bool("ENABLE_MEMORY", "enable_memory", &config->enable_memory);

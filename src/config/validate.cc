@@ -117,6 +117,7 @@ std::vector<std::string> ValidateConfig(const Config& config, const SourceMap& s
   v.Range("server.http_threads", server.http_threads, 1, 64);
   v.Range("server.max_body_bytes", server.max_body_bytes, kMinBodyBytes, kMaxBodyBytes);
   v.Positive("server.drain_timeout_ms", server.drain_timeout_ms);
+  v.Positive("server.promotion_interval_ms", server.promotion_interval_ms);
 
   const TimeoutConfig& timeouts = config.timeouts;
   v.Positive("timeouts.connect_ms", timeouts.connect_ms);

@@ -10,6 +10,9 @@
 //     http_threads: 2                # HTTP_THREADS
 //     max_body_bytes: 8388608        # AILB_MAX_BODY_BYTES
 //     drain_timeout_ms: 30000        # AILB_DRAIN_TIMEOUT_MS
+//     grpc_host: 127.0.0.1           # AILB_GRPC_HOST (default: host)
+//     promotion_interval_ms: 30000   # AILB_PROMOTION_INTERVAL_MS
+//   (the control token is read from AILB_CONTROL_TOKEN only: secrets stay out of files)
 //   module_id: ailb-1                # MODULE_ID
 //   routing_strategy: weighted       # ROUTING_STRATEGY: round_robin, weighted, least_busy,
 //                                    #   latency_optimized, cost_optimized, usage_based,
@@ -113,15 +116,18 @@ class YamlReader {
             {"server",
              [&](const YAML::Node& node, const std::string& path) {
                ServerConfig& server = config->server;
-               ReadMapping(node, path,
-                           {
-                               {"host", StringInto(&server.host)},
-                               {"http_port", IntegerInto<int>(&server.http_port)},
-                               {"grpc_port", IntegerInto<int>(&server.grpc_port)},
-                               {"http_threads", IntegerInto<int>(&server.http_threads)},
-                               {"max_body_bytes", IntegerInto<int64_t>(&server.max_body_bytes)},
-                               {"drain_timeout_ms", IntegerInto<int>(&server.drain_timeout_ms)},
-                           });
+               ReadMapping(
+                   node, path,
+                   {
+                       {"host", StringInto(&server.host)},
+                       {"http_port", IntegerInto<int>(&server.http_port)},
+                       {"grpc_port", IntegerInto<int>(&server.grpc_port)},
+                       {"http_threads", IntegerInto<int>(&server.http_threads)},
+                       {"max_body_bytes", IntegerInto<int64_t>(&server.max_body_bytes)},
+                       {"drain_timeout_ms", IntegerInto<int>(&server.drain_timeout_ms)},
+                       {"grpc_host", StringInto(&server.grpc_host)},
+                       {"promotion_interval_ms", IntegerInto<int>(&server.promotion_interval_ms)},
+                   });
              }},
             {"module_id", StringInto(&config->module_id)},
             {"routing_strategy", StringInto(&config->routing_strategy, /*lower=*/true)},

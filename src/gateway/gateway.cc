@@ -73,8 +73,12 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
         completion_id_(absl::StrCat("chatcmpl-", RandomToken(gateway.random_, 24))),
         deadline_(context_.received_at + std::chrono::milliseconds(config_->timeouts.total_ms)) {
     gateway_.inflight_.Enter();
+    if (gateway_.hooks_.metrics) gateway_.hooks_.metrics->RequestStarted();
   }
-  ~ChatExchange() { gateway_.inflight_.Leave(); }
+  ~ChatExchange() {
+    if (!recorded_) Record(499, "abandoned");
+    gateway_.inflight_.Leave();
+  }
 
   void Post(std::function<void(ChatExchange&)> work) {
     gateway_.client_.RunAfter(std::chrono::milliseconds(0),
@@ -96,7 +100,8 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
   std::string FormatChunks(std::vector<json>& chunks);
   bool WriteStream(std::string data);
   upstream::Headers ReplyHeaders() const;
-  void LogAccess(int http_status, std::string_view outcome);
+  // Writes the access log line and the request's metrics, once.
+  void Record(int http_status, std::string_view outcome);
 
   Gateway& gateway_;
   const llm::ChatRequest request_;
@@ -128,6 +133,10 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
   absl::Status last_error_;
   llm::Usage usage_;
   std::string finish_reason_;
+  bool recorded_ = false;
+  double upstream_seconds_ = 0;
+  std::optional<SteadyTime> first_byte_at_;
+  int64_t bytes_sent_ = 0;
 };
 
 namespace {
@@ -244,10 +253,12 @@ bool ChatExchange::OnData(int attempt, std::string_view data) {
 
 void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
   if (attempt != attempts_ || finished_) return;
+  upstream_seconds_ +=
+      std::chrono::duration<double>(gateway_.clock_.Now() - attempt_started_).count();
   if (client_gone_) {
     gateway_.health_.OnNeutral(deployment_->id);
     finished_ = true;
-    LogAccess(499, "client_closed");
+    Record(499, "client_closed");
     return;
   }
   if (!decode_error_.ok()) return FailAttempt(decode_error_);
@@ -283,7 +294,10 @@ void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
     finish_reason_ = choices[0]["finish_reason"].get<std::string>();
   }
   committed_ = true;
-  sink_->SendJson(200, ReplyHeaders(), llm::DumpJson(*reply));
+  first_byte_at_ = gateway_.clock_.Now();
+  std::string out = llm::DumpJson(*reply);
+  bytes_sent_ += static_cast<int64_t>(out.size());
+  sink_->SendJson(200, ReplyHeaders(), std::move(out));
   Succeed();
 }
 
@@ -295,7 +309,7 @@ void ChatExchange::Succeed() {
     sink_->EndStream();
   }
   finished_ = true;
-  LogAccess(200, "ok");
+  Record(200, "ok");
 }
 
 void ChatExchange::FailAttempt(absl::Status error) {
@@ -308,7 +322,7 @@ void ChatExchange::FailAttempt(absl::Status error) {
     WriteStream(std::string(provider::kSseDone));
     sink_->EndStream();
     finished_ = true;
-    LogAccess(200, "stream_failed");
+    Record(200, "stream_failed");
     return;
   }
   last_error_ = std::move(error);
@@ -325,7 +339,7 @@ void ChatExchange::FinishWithError(const absl::Status& error) {
   upstream::Headers headers;
   headers.emplace_back("x-ailb-attempts", std::to_string(attempts_));
   SendError(*sink_, error, std::move(headers));
-  LogAccess(ToHttpError(error).http_status, "error");
+  Record(ToHttpError(error).http_status, "error");
 }
 
 std::string ChatExchange::FormatChunks(std::vector<json>& chunks) {
@@ -360,7 +374,9 @@ bool ChatExchange::WriteStream(std::string data) {
   if (!committed_) {
     sink_->StartStream(ReplyHeaders());
     committed_ = true;
+    first_byte_at_ = gateway_.clock_.Now();
   }
+  bytes_sent_ += static_cast<int64_t>(data.size());
   if (!sink_->SendStreamData(std::move(data))) {
     client_gone_ = true;
     return false;
@@ -376,14 +392,59 @@ upstream::Headers ChatExchange::ReplyHeaders() const {
   return headers;
 }
 
-void ChatExchange::LogAccess(int http_status, std::string_view outcome) {
+void ChatExchange::Record(int http_status, std::string_view outcome) {
+  if (recorded_) return;
+  recorded_ = true;
+  const SteadyTime now = gateway_.clock_.Now();
   spdlog::info(
       "access request_id={} client={} model={} stream={} deployment={} attempts={} status={} "
-      "outcome={} prompt_tokens={} completion_tokens={} finish_reason={} latency_ms={}",
+      "outcome={} prompt_tokens={} completion_tokens={} finish_reason={} latency_ms={} "
+      "upstream_ms={}",
       context_.request_id, context_.client_address, request_.model, request_.stream,
       deployment_ ? deployment_->id : "-", attempts_, http_status, outcome, usage_.prompt_tokens,
       usage_.completion_tokens, finish_reason_.empty() ? "-" : finish_reason_,
-      MillisBetween(context_.received_at, gateway_.clock_.Now()));
+      MillisBetween(context_.received_at, now), static_cast<int64_t>(upstream_seconds_ * 1000));
+  if (gateway_.hooks_.metrics == nullptr) return;
+  metrics::RequestRecord record;
+  record.model = request_.model;
+  if (deployment_) {
+    record.deployment = deployment_->id;
+    record.provider = std::string(config::ProviderName(deployment_->provider));
+    record.cost_usd =
+        static_cast<double>(usage_.prompt_tokens) * deployment_->input_cost_per_token +
+        static_cast<double>(usage_.completion_tokens) * deployment_->output_cost_per_token;
+  }
+  record.http_status = http_status;
+  record.stream = request_.stream;
+  record.attempts = attempts_;
+  record.total_seconds = std::chrono::duration<double>(now - context_.received_at).count();
+  record.upstream_seconds = upstream_seconds_;
+  if (first_byte_at_ && request_.stream) {
+    record.ttft_seconds =
+        std::chrono::duration<double>(*first_byte_at_ - context_.received_at).count();
+  }
+  record.prompt_tokens = usage_.prompt_tokens;
+  record.completion_tokens = usage_.completion_tokens;
+  record.bytes_received = context_.request_bytes;
+  record.bytes_sent = bytes_sent_;
+  gateway_.hooks_.metrics->RequestFinished(record);
+}
+
+void Gateway::RecordRefusal(const llm::ChatRequest& request, const RequestContext& context,
+                            const absl::Status& status) {
+  const int http_status = ToHttpError(status).http_status;
+  spdlog::info("access request_id={} client={} model={} status={} outcome=refused reason=\"{}\"",
+               context.request_id, context.client_address, request.model, http_status,
+               status.message());
+  if (hooks_.metrics == nullptr) return;
+  metrics::RequestRecord record;
+  record.model = request.model;
+  record.http_status = http_status;
+  record.stream = request.stream;
+  record.total_seconds = std::chrono::duration<double>(clock_.Now() - context.received_at).count();
+  record.bytes_received = context.request_bytes;
+  hooks_.metrics->RequestStarted();
+  hooks_.metrics->RequestFinished(record);
 }
 
 std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestContext context,
@@ -393,6 +454,22 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
     return [] {};
   }
   std::shared_ptr<const config::Config> config = config_.Current();
+  if (hooks_.aliases) {
+    if (std::optional<std::string> target = hooks_.aliases->Resolve(request.model)) {
+      request.model = *target;
+    }
+  }
+  if (hooks_.rate_limiter) {
+    std::string limited_target;
+    absl::Status admitted = hooks_.rate_limiter->Admit(
+        {context.api_key, request.model, context.client_address}, &limited_target);
+    if (!admitted.ok()) {
+      if (hooks_.metrics) hooks_.metrics->RateLimited(limited_target);
+      SendError(*sink, admitted);
+      RecordRefusal(request, context, admitted);
+      return [] {};
+    }
+  }
   // X-Preferred-Model names another model group to use when that group can serve now. Plan
   // once per group: planning advances round-robin rotation.
   std::string model = request.model;
@@ -405,9 +482,7 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
   if (!plan.ok()) plan = router_.Plan(*config, model);
   if (!plan.ok()) {
     SendError(*sink, plan.status());
-    spdlog::info("access request_id={} model={} status={} outcome=not_routed reason=\"{}\"",
-                 context.request_id, model, ToHttpError(plan.status()).http_status,
-                 ToStd(plan.status().message()));
+    RecordRefusal(request, context, plan.status());
     return [] {};
   }
   auto exchange =

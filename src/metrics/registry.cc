@@ -123,7 +123,7 @@ HistogramSnapshot Histogram::Snapshot() const {
 
 std::vector<double> LatencyBucketsSeconds() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-          2.5,   5,      10,    20,   30,    60,   120, 300, 600};
+          2.5,   5,      10,    20,   30,    60,   120, 300,  600};
 }
 
 std::vector<double> ExponentialBuckets(double start, double factor, int count) {

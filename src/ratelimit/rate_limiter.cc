@@ -5,8 +5,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "ailb/common/status.h"
 #include "ailb/common/hash.h"
+#include "ailb/common/status.h"
 
 namespace ailb::ratelimit {
 namespace {
@@ -15,9 +15,8 @@ constexpr char kKeyHashPrefix[] = "key:sha256:";
 
 bool IsHex64(const std::string& s) {
   if (s.size() != 64) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  });
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 }  // namespace
@@ -28,8 +27,8 @@ absl::StatusOr<std::string> NormalizeTarget(const std::string& target) {
   for (const char* prefix : {"model:", "ip:"}) {
     if (absl::StartsWith(target, prefix)) {
       if (target.size() == std::string(prefix).size()) {
-        return absl::InvalidArgumentError(absl::StrCat("rate limit target '", target,
-                                                       "' names no ", prefix));
+        return absl::InvalidArgumentError(
+            absl::StrCat("rate limit target '", target, "' names no ", prefix));
       }
       return target;
     }
@@ -47,8 +46,8 @@ absl::StatusOr<std::string> NormalizeTarget(const std::string& target) {
 }
 
 absl::StatusOr<std::string> RateLimiter::Set(RateLimitSpec spec) {
-  if (spec.requests_per_second < 0 || spec.requests_per_minute < 0 ||
-      spec.requests_per_hour < 0 || spec.burst_size < 0) {
+  if (spec.requests_per_second < 0 || spec.requests_per_minute < 0 || spec.requests_per_hour < 0 ||
+      spec.burst_size < 0) {
     return absl::InvalidArgumentError("rates and burst_size must be >= 0");
   }
   if (spec.requests_per_second == 0 && spec.requests_per_minute == 0 &&
@@ -112,7 +111,8 @@ bool RateLimiter::Applies(const Limit& limit, const Requester& who,
                           const std::string& key_hash) const {
   const std::string& target = limit.spec.target;
   if (target == "*") return true;
-  if (absl::StartsWith(target, "model:")) return target.compare(6, std::string::npos, who.model) == 0;
+  if (absl::StartsWith(target, "model:"))
+    return target.compare(6, std::string::npos, who.model) == 0;
   if (absl::StartsWith(target, "ip:")) return target.compare(3, std::string::npos, who.ip) == 0;
   return !key_hash.empty() && target == key_hash;
 }
@@ -144,8 +144,8 @@ absl::Status RateLimiter::Admit(const Requester& who, std::string* limited_targe
   if (failing != nullptr) {
     if (limited_target) *limited_target = failing->spec.target;
     return WithRetryAfter(
-        WithErrorCode(absl::ResourceExhaustedError(absl::StrCat(
-                          "rate limit '", failing->spec.id, "' exceeded; retry later")),
+        WithErrorCode(absl::ResourceExhaustedError(absl::StrCat("rate limit '", failing->spec.id,
+                                                                "' exceeded; retry later")),
                       "rate_limit_exceeded"),
         static_cast<int>(std::ceil(wait_seconds)));
   }

@@ -55,8 +55,28 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
                                         "no_deployment_available"),
                           retry_after);
   }
-  Order(config.routing_strategy, std::string(model), candidates);
-  return candidates;
+  const std::string group(model);
+  std::vector<std::string> versions;
+  for (const config::Deployment* d : candidates) {
+    if (!d->version.empty() &&
+        std::find(versions.begin(), versions.end(), d->version) == versions.end()) {
+      versions.push_back(d->version);
+    }
+  }
+  if (split_ == nullptr || versions.size() < 2) {
+    Order(config.routing_strategy, group, candidates);
+    return candidates;
+  }
+  const std::string chosen = split_->Choose(versions, random_.Uniform());
+  std::vector<const config::Deployment*> first;
+  std::vector<const config::Deployment*> rest;
+  for (const config::Deployment* d : candidates) {
+    (d->version.empty() || d->version == chosen ? first : rest).push_back(d);
+  }
+  Order(config.routing_strategy, group, first);
+  Order(config.routing_strategy, group, rest);
+  first.insert(first.end(), rest.begin(), rest.end());
+  return first;
 }
 
 void Router::Order(const std::string& strategy, const std::string& model,

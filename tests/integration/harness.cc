@@ -146,6 +146,12 @@ std::string ChatBody(const std::string& model, bool stream, const nlohmann::json
 std::unique_ptr<AilbProcess> AilbProcess::Spawn(std::map<std::string, std::string> env,
                                                 std::vector<std::string> args) {
   env.emplace("HTTP_PORT", "0");
+  env.emplace("GRPC_PORT", "0");
+  if (!env.count("AILB_DATA_DIR")) {
+    // A fresh data directory per process keeps tests independent of each other.
+    char dir_template[] = "/tmp/ailb-test-XXXXXX";
+    if (char* dir = mkdtemp(dir_template)) env["AILB_DATA_DIR"] = dir;
+  }
   env.emplace("HOST", "127.0.0.1");
   env.emplace("PATH", "/usr/bin:/bin");
   std::vector<std::string> env_strings;
@@ -184,12 +190,13 @@ std::unique_ptr<AilbProcess> AilbProcess::Start(std::map<std::string, std::strin
   std::unique_ptr<AilbProcess> process = Spawn(std::move(env), std::move(args));
   if (!process) return nullptr;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  static const std::regex kListening(R"(listening: http=[^ ]*:(\d+))");
+  static const std::regex kListening(R"(listening: http=[^ ]*:(\d+) grpc=[^ ]*:(\d+))");
   while (std::chrono::steady_clock::now() < deadline) {
     std::smatch match;
     std::string logs = process->Logs();
     if (std::regex_search(logs, match, kListening)) {
       process->http_port_ = std::stoi(match[1]);
+      process->grpc_port_ = std::stoi(match[2]);
       return process;
     }
     int status = 0;

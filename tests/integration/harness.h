@@ -29,6 +29,7 @@ class AilbProcess {
   ~AilbProcess();
 
   int http_port() const { return http_port_; }
+  int grpc_port() const { return grpc_port_; }
   std::string Url(const std::string& path) const;
   std::string Logs() const;
   bool WaitForLog(const std::string& needle, std::chrono::milliseconds timeout) const;
@@ -44,6 +45,7 @@ class AilbProcess {
 
   int pid_ = -1;
   int http_port_ = 0;
+  int grpc_port_ = 0;
   int exit_code_ = -1;
   bool exited_ = false;
   std::thread reader_;

@@ -23,29 +23,32 @@ std::optional<ProviderKind> ParseProviderName(std::string_view name);
 
 // One upstream that can serve a public model name.
 struct Deployment {
-  std::string id;              // unique; "<provider>/<upstream_model>" unless configured
-  std::string model_name;      // the public name clients send (the model group)
+  std::string id;          // unique; "<provider>/<upstream_model>" unless configured
+  std::string model_name;  // the public name clients send (the model group)
   ProviderKind provider = ProviderKind::kOpenAI;
-  std::string upstream_model;  // the model name sent to the provider
-  std::string api_base;        // e.g. https://api.openai.com/v1 (no trailing slash)
-  std::string api_key;         // resolved secret; never logged
-  std::string api_key_env;     // the environment variable it came from, if any
-  double weight = 1.0;         // relative share for weighted strategies (>= 0)
-  int64_t rpm = 0;             // requests per minute the deployment allows (0 = unknown)
-  int64_t tpm = 0;             // tokens per minute (0 = unknown)
-  int priority = 0;            // lower is tried first by the failover strategy
+  std::string upstream_model;        // the model name sent to the provider
+  std::string api_base;              // e.g. https://api.openai.com/v1 (no trailing slash)
+  std::string api_key;               // resolved secret; never logged
+  std::string api_key_env;           // the environment variable it came from, if any
+  double weight = 1.0;               // relative share for weighted strategies (>= 0)
+  int64_t rpm = 0;                   // requests per minute the deployment allows (0 = unknown)
+  int64_t tpm = 0;                   // tokens per minute (0 = unknown)
+  int priority = 0;                  // lower is tried first by the failover strategy
   double input_cost_per_token = 0;   // USD
   double output_cost_per_token = 0;  // USD
-  std::string version;         // blue/green tag; empty = untagged
+  std::string version;               // blue/green tag; empty = untagged
 };
 
 struct ServerConfig {
   std::string host = "0.0.0.0";
   int http_port = 8080;
   int grpc_port = 50051;
-  int http_threads = 2;                   // Pistache reactor threads
-  int64_t max_body_bytes = 8 << 20;       // request body limit
-  int drain_timeout_ms = 30'000;          // graceful shutdown budget
+  int http_threads = 2;                // Pistache reactor threads
+  int64_t max_body_bytes = 8 << 20;    // request body limit
+  int drain_timeout_ms = 30'000;       // graceful shutdown budget
+  std::string grpc_host;               // control-plane bind address; empty = `host`
+  std::string control_token;           // AILB_CONTROL_TOKEN; empty = control plane open
+  int promotion_interval_ms = 30'000;  // step interval of gradual PromoteVersion
 };
 
 struct TimeoutConfig {
@@ -63,11 +66,11 @@ struct Config {
   bool enable_memory = true;
   bool enable_rag = true;
   std::string data_dir = "./data";
-  std::string log_level = "info";          // trace, debug, info, warn, error, critical, off
-  std::string log_format = "text";         // text or json
-  std::vector<std::string> api_keys;       // data-plane keys; empty = open
-  std::vector<Deployment> deployments;     // in configuration order
-  std::string source_file;                 // the YAML file used, if any
+  std::string log_level = "info";       // trace, debug, info, warn, error, critical, off
+  std::string log_format = "text";      // text or json
+  std::vector<std::string> api_keys;    // data-plane keys; empty = open
+  std::vector<Deployment> deployments;  // in configuration order
+  std::string source_file;              // the YAML file used, if any
 
   // Public model names in first-seen order.
   std::vector<std::string> ModelNames() const;

@@ -19,6 +19,9 @@
 #include "ailb/config/config.h"
 #include "ailb/gateway/response_sink.h"
 #include "ailb/llm/chat.h"
+#include "ailb/metrics/request_metrics.h"
+#include "ailb/ratelimit/rate_limiter.h"
+#include "ailb/router/aliases.h"
 #include "ailb/router/health.h"
 #include "ailb/router/router.h"
 #include "ailb/upstream/http_client.h"
@@ -30,7 +33,16 @@ struct RequestContext {
   std::string request_id;
   std::string client_address;
   std::optional<std::string> preferred_model;  // X-Preferred-Model
+  std::string api_key;                         // the key presented, for per-key rate limits
+  int64_t request_bytes = 0;
   SteadyTime received_at;
+};
+
+// Optional collaborators; absent ones are skipped.
+struct GatewayHooks {
+  metrics::RequestMetrics* metrics = nullptr;
+  ratelimit::RateLimiter* rate_limiter = nullptr;
+  const router::ModelAliases* aliases = nullptr;
 };
 
 // Counts requests in flight so shutdown can drain them. Thread-safe.
@@ -65,14 +77,15 @@ class Gateway {
  public:
   Gateway(config::ConfigStore& config, router::Router& router, router::HealthTracker& health,
           upstream::HttpClient& client, const Clock& clock, RandomSource& random,
-          InflightTracker& inflight)
+          InflightTracker& inflight, GatewayHooks hooks = {})
       : config_(config),
         router_(router),
         health_(health),
         client_(client),
         clock_(clock),
         random_(random),
-        inflight_(inflight) {}
+        inflight_(inflight),
+        hooks_(hooks) {}
 
   // Starts the request and returns at once; the reply is written to `sink` later, from the
   // upstream client's event thread. The returned function cancels the request (the client left);
@@ -99,6 +112,9 @@ class Gateway {
 
  private:
   friend class ChatExchange;
+  // Logs and counts a request refused before any upstream attempt (and writes nothing).
+  void RecordRefusal(const llm::ChatRequest& request, const RequestContext& context,
+                     const absl::Status& status);
   config::ConfigStore& config_;
   router::Router& router_;
   router::HealthTracker& health_;
@@ -106,6 +122,7 @@ class Gateway {
   const Clock& clock_;
   RandomSource& random_;
   InflightTracker& inflight_;
+  const GatewayHooks hooks_;
   std::atomic<bool> draining_{false};
   const WallTime started_at_ = std::chrono::system_clock::now();
 };

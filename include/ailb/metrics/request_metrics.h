@@ -23,8 +23,8 @@ struct RequestRecord {
   bool stream = false;
   int attempts = 0;
   double total_seconds = 0;
-  double upstream_seconds = 0;             // time spent waiting on upstreams, all attempts
-  std::optional<double> ttft_seconds;      // first byte to the client
+  double upstream_seconds = 0;         // time spent waiting on upstreams, all attempts
+  std::optional<double> ttft_seconds;  // first byte to the client
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t bytes_received = 0;

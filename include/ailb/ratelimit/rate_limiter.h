@@ -24,7 +24,7 @@ struct RateLimitSpec {
   int64_t requests_per_second = 0;  // 0 = no limit on this window
   int64_t requests_per_minute = 0;
   int64_t requests_per_hour = 0;
-  int64_t burst_size = 0;           // extra capacity of the per-second bucket (0 = the rate)
+  int64_t burst_size = 0;  // extra capacity of the per-second bucket (0 = the rate)
   bool enabled = true;
   std::map<std::string, std::string> metadata;
 };

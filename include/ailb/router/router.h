@@ -12,6 +12,7 @@
 #include "ailb/common/random.h"
 #include "ailb/config/config.h"
 #include "ailb/router/health.h"
+#include "ailb/router/traffic_split.h"
 
 namespace ailb::router {
 
@@ -22,11 +23,16 @@ absl::Status CheckStrategyImplemented(std::string_view name);
 // Thread-safe.
 class Router {
  public:
-  Router(HealthTracker& health, RandomSource& random) : health_(health), random_(random) {}
+  // `split` (optional) applies blue/green weights on top of every strategy.
+  Router(HealthTracker& health, RandomSource& random, const TrafficSplit* split = nullptr)
+      : health_(health), random_(random), split_(split) {}
 
   // The deployments of model group `model` that admit traffic now, best first by the
-  // configured strategy. NotFound for an unknown model; Unavailable (with Retry-After) when every
-  // deployment of the group is cooling down. The pointers live as long as `config`.
+  // configured strategy. When the group's deployments carry several versions, one version is
+  // chosen by the blue/green weights and its deployments (and untagged ones) come first; the
+  // other versions follow as fallback. NotFound for an unknown model; Unavailable (with
+  // Retry-After) when every deployment of the group is cooling down. The pointers live as long as
+  // `config`.
   absl::StatusOr<std::vector<const config::Deployment*>> Plan(const config::Config& config,
                                                               std::string_view model);
 
@@ -36,6 +42,7 @@ class Router {
 
   HealthTracker& health_;
   RandomSource& random_;
+  const TrafficSplit* const split_;
   std::mutex mu_;
   absl::flat_hash_map<std::string, uint64_t> round_robin_next_ ABSL_GUARDED_BY(mu_);
 };

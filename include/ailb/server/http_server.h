@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "ailb/config/config.h"
 #include "ailb/gateway/gateway.h"
+#include "ailb/metrics/registry.h"
 
 namespace ailb::server {
 
@@ -27,12 +28,15 @@ class HttpServer {
  public:
   virtual ~HttpServer() = default;
   // Binds and starts serving on background threads.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpServerOptions& options,
-                                                           gateway::Gateway& gateway,
-                                                           config::ConfigStore& config);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const HttpServerOptions& options, gateway::Gateway& gateway, config::ConfigStore& config,
+      const metrics::Registry* registry = nullptr);
   virtual int port() const = 0;
   // Streams currently open to clients.
   virtual int open_streams() const = 0;
+  // Client connections that have sent at least one request, open now and ever.
+  virtual int64_t open_connections() const = 0;
+  virtual int64_t total_connections() const = 0;
   // Stops accepting and closes every connection. Drain the gateway first.
   virtual void Shutdown() = 0;
 };

@@ -27,6 +27,7 @@ using Pistache::Http::Request;
 using Pistache::Http::ResponseWriter;
 
 constexpr char kCancelKey[] = "ailb.cancel";
+constexpr char kCountedKey[] = "ailb.counted";
 constexpr size_t kMaxRequestIdLength = 128;
 
 const char* ReasonPhrase(int status) {
@@ -74,8 +75,11 @@ const char* ReasonPhrase(int status) {
 struct Shared {
   gateway::Gateway* gateway = nullptr;
   config::ConfigStore* config = nullptr;
+  const metrics::Registry* registry = nullptr;
   int64_t max_body_bytes = 0;
   std::atomic<int> open_streams{0};
+  std::atomic<int64_t> open_connections{0};
+  std::atomic<int64_t> total_connections{0};
   std::unique_ptr<RandomSource> random = SeededRandom::FromEntropy();
 };
 
@@ -95,10 +99,11 @@ class PeerSink final : public gateway::ResponseSink {
   }
 
   void SendJson(int http_status, const upstream::Headers& headers, std::string body) override {
-    std::string out = Head(http_status, headers, "application/json");
-    absl::StrAppend(&out, "Content-Length: ", body.size(), "\r\n\r\n");
-    out += body;
-    Write(std::move(out));
+    Send(http_status, headers, "application/json", std::move(body));
+  }
+
+  void SendText(int http_status, std::string_view content_type, std::string body) {
+    Send(http_status, {}, content_type, std::move(body));
   }
 
   void StartStream(const upstream::Headers& headers) override {
@@ -128,6 +133,14 @@ class PeerSink final : public gateway::ResponseSink {
   bool ClientGone() const override { return peer_.expired(); }
 
  private:
+  void Send(int http_status, const upstream::Headers& headers, std::string_view content_type,
+            std::string body) {
+    std::string out = Head(http_status, headers, content_type);
+    absl::StrAppend(&out, "Content-Length: ", body.size(), "\r\n\r\n");
+    out += body;
+    Write(std::move(out));
+  }
+
   std::string Head(int http_status, const upstream::Headers& headers,
                    std::string_view content_type) const {
     std::string out =
@@ -202,6 +215,13 @@ class Handler final : public Pistache::Http::Handler {
       return;  // the client is already gone
     }
     if (auto p = peer.lock()) {
+      // Pistache keeps its own connection hook private: count a connection at its first
+      // request (on its reactor thread, as onDisconnection is).
+      if (!p->tryGetData(kCountedKey)) {
+        p->putData(kCountedKey, std::make_shared<bool>(true));
+        shared_->open_connections.fetch_add(1);
+        shared_->total_connections.fetch_add(1);
+      }
       // Replies are written outside Pistache's writer; mark the connection between requests so
       // the sweeper never writes a 408 into a reply in progress.
       p->setIdle(true);
@@ -229,6 +249,7 @@ class Handler final : public Pistache::Http::Handler {
   }
 
   void onDisconnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) override {
+    if (peer->tryGetData(kCountedKey)) shared_->open_connections.fetch_sub(1);
     if (std::shared_ptr<void> cancel = peer->tryGetData(kCancelKey)) {
       (*std::static_pointer_cast<std::function<void()>>(cancel))();
     }
@@ -252,6 +273,10 @@ class Handler final : public Pistache::Http::Handler {
     }
     if (path == "/healthz" || path == "/health") {
       if (only(Method::Get, "GET")) Health(sink);
+      return;
+    }
+    if (path == "/metrics" && shared_->registry != nullptr) {
+      if (only(Method::Get, "GET")) Metrics(sink);
       return;
     }
     if (path == "/v1/models" || path == "/models") {
@@ -282,6 +307,11 @@ class Handler final : public Pistache::Http::Handler {
       return;
     }
     sink->SendJson(200, {}, llm::DumpJson(*result));
+  }
+
+  void Metrics(const std::shared_ptr<PeerSink>& sink) {
+    sink->SendText(200, "text/plain; version=0.0.4; charset=utf-8",
+                   shared_->registry->RenderPrometheus());
   }
 
   void Health(const std::shared_ptr<PeerSink>& sink) {
@@ -333,6 +363,11 @@ class Handler final : public Pistache::Http::Handler {
     context.request_id = request_id;
     context.client_address = request.address().host();
     context.received_at = shared_->gateway->clock().Now();
+    context.request_bytes = static_cast<int64_t>(request.body().size());
+    context.api_key =
+        PresentedApiKey(HeaderValue(request, "Authorization"), HeaderValue(request, "x-api-key"),
+                        HeaderValue(request, "api-key"))
+            .value_or("");
     if (std::optional<std::string> preferred = HeaderValue(request, "X-Preferred-Model");
         preferred && !preferred->empty()) {
       context.preferred_model = *preferred;
@@ -356,6 +391,8 @@ class PistacheHttpServer final : public HttpServer {
 
   int port() const override { return static_cast<uint16_t>(endpoint_->getPort()); }
   int open_streams() const override { return shared_->open_streams.load(); }
+  int64_t open_connections() const override { return shared_->open_connections.load(); }
+  int64_t total_connections() const override { return shared_->total_connections.load(); }
   void Shutdown() override {
     if (!stopped_.exchange(true)) endpoint_->shutdown();
   }
@@ -370,8 +407,10 @@ class PistacheHttpServer final : public HttpServer {
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
                                                               gateway::Gateway& gateway,
-                                                              config::ConfigStore& config) {
+                                                              config::ConfigStore& config,
+                                                              const metrics::Registry* registry) {
   auto shared = std::make_shared<Shared>();
+  shared->registry = registry;
   shared->gateway = &gateway;
   shared->config = &config;
   shared->max_body_bytes = options.max_body_bytes;
