@@ -5,12 +5,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -244,6 +247,19 @@ int RunMain(int argc, char** argv) {
     module->SetGrpcAddress(absl::StrCat(grpc_host, ":", control->port()));
   }
   module->MarkServing();
+  // grpc.health.v1 follows the module: NOT_SERVING while no model group can serve.
+  std::mutex follower_mu;
+  std::condition_variable follower_wake;
+  bool follower_stop = false;
+  std::thread health_follower([&] {
+    std::unique_lock lock(follower_mu);
+    while (!follower_stop) {
+      lock.unlock();
+      control->SetServing(gateway.CheckHealth().can_serve);
+      lock.lock();
+      follower_wake.wait_for(lock, std::chrono::seconds(1), [&] { return follower_stop; });
+    }
+  });
   spdlog::info("ailb {} listening: http={}:{} grpc={}:{} threads={} control_auth={}", AILB_VERSION,
                startup.server.host, (*http)->port(), grpc_host, control->port(),
                startup.server.http_threads, startup.server.control_token.empty() ? "off" : "on");
@@ -259,6 +275,12 @@ int RunMain(int argc, char** argv) {
     break;
   }
 
+  {
+    std::lock_guard lock(follower_mu);
+    follower_stop = true;
+  }
+  follower_wake.notify_all();
+  health_follower.join();
   module->MarkStopping();
   control->SetServing(false);
   const int override_ms = drain_override_ms.load();

@@ -302,8 +302,16 @@ void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
 }
 
 void ChatExchange::Succeed() {
-  gateway_.health_.OnSuccess(deployment_->id, std::chrono::duration_cast<std::chrono::microseconds>(
-                                                  gateway_.clock_.Now() - attempt_started_));
+  const SteadyTime now = gateway_.clock_.Now();
+  std::optional<std::chrono::microseconds> ttft;
+  if (request_.stream && first_byte_at_) {
+    ttft =
+        std::chrono::duration_cast<std::chrono::microseconds>(*first_byte_at_ - attempt_started_);
+  }
+  gateway_.health_.OnSuccess(
+      deployment_->id,
+      std::chrono::duration_cast<std::chrono::microseconds>(now - attempt_started_), ttft);
+  gateway_.health_.RecordTokens(deployment_->id, usage_.prompt_tokens + usage_.completion_tokens);
   if (request_.stream) {
     WriteStream(std::string(provider::kSseDone));
     sink_->EndStream();
@@ -476,10 +484,10 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
   absl::StatusOr<std::vector<const config::Deployment*>> plan =
       absl::NotFoundError("no preferred model");
   if (context.preferred_model && *context.preferred_model != model) {
-    plan = router_.Plan(*config, *context.preferred_model);
+    plan = router_.Plan(*config, *context.preferred_model, request.stream);
     if (plan.ok()) model = *context.preferred_model;
   }
-  if (!plan.ok()) plan = router_.Plan(*config, model);
+  if (!plan.ok()) plan = router_.Plan(*config, model, request.stream);
   if (!plan.ok()) {
     SendError(*sink, plan.status());
     RecordRefusal(request, context, plan.status());

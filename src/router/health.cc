@@ -77,7 +77,31 @@ void HealthTracker::OnAttemptStart(std::string_view id) {
   if (entry.health.state == BreakerState::kHalfOpen) entry.probe_in_flight = true;
 }
 
-void HealthTracker::OnSuccess(std::string_view id, std::chrono::microseconds latency) {
+namespace {
+constexpr double kRecentWeight = 0.3;  // weight of the newest sample in the moving averages
+
+double Blend(double average, double sample) {
+  return average == 0 ? sample : (1 - kRecentWeight) * average + kRecentWeight * sample;
+}
+
+int64_t MinuteOf(SteadyTime t) {
+  return std::chrono::duration_cast<std::chrono::minutes>(t.time_since_epoch()).count();
+}
+}  // namespace
+
+void HealthTracker::RecordTokens(std::string_view id, int64_t tokens) {
+  std::lock_guard lock(mu_);
+  Entry& entry = entries_[std::string(id)];
+  const int64_t minute = MinuteOf(clock_.Now());
+  if (entry.minute != minute) {
+    entry.minute = minute;
+    entry.health.tokens_this_minute = 0;
+  }
+  entry.health.tokens_this_minute += tokens;
+}
+
+void HealthTracker::OnSuccess(std::string_view id, std::chrono::microseconds latency,
+                              std::optional<std::chrono::microseconds> ttft) {
   std::lock_guard lock(mu_);
   Entry& entry = entries_[std::string(id)];
   entry.health.in_flight = std::max(0, entry.health.in_flight - 1);
@@ -88,6 +112,9 @@ void HealthTracker::OnSuccess(std::string_view id, std::chrono::microseconds lat
   entry.trips = 0;
   entry.latency_sum_ms += latency.count() / 1000.0;
   entry.health.avg_latency_ms = entry.latency_sum_ms / entry.health.successful_requests;
+  entry.health.recent_latency_ms = Blend(entry.health.recent_latency_ms, latency.count() / 1000.0);
+  if (ttft)
+    entry.health.recent_ttft_ms = Blend(entry.health.recent_ttft_ms, ttft->count() / 1000.0);
   entry.health.last_success = clock_.WallNow();
 }
 
@@ -135,6 +162,7 @@ DeploymentHealth HealthTracker::Snapshot(std::string_view id) const {
   if (it == entries_.end()) return DeploymentHealth();
   Refresh(it->second);
   DeploymentHealth health = it->second.health;
+  if (it->second.minute != MinuteOf(clock_.Now())) health.tokens_this_minute = 0;
   if (health.state == BreakerState::kCoolingDown) {
     health.cooldown_remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
         it->second.cooldown_until - clock_.Now());

@@ -11,8 +11,11 @@
 namespace ailb::router {
 namespace {
 
-constexpr std::string_view kImplementedStrategies[] = {"round_robin", "weighted", "random",
-                                                       "failover", "least_busy"};
+constexpr std::string_view kImplementedStrategies[] = {
+    "round_robin",       "weighted",       "random",      "failover",     "least_busy",
+    "latency_optimized", "cost_optimized", "usage_based", "load_balanced"};
+// Deployments whose recent latency is within this fraction of the fastest share its traffic.
+constexpr double kLatencyBuffer = 0.10;
 
 }  // namespace
 
@@ -23,11 +26,12 @@ absl::Status CheckStrategyImplemented(std::string_view name) {
   return absl::UnimplementedError(absl::StrCat(
       "routing strategy '", ToAbsl(name),
       "' is not implemented in this build (available: round_robin, weighted, random, failover, "
-      "least_busy)"));
+      "least_busy, latency_optimized, cost_optimized, usage_based, load_balanced)"));
 }
 
 absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config::Config& config,
-                                                                    std::string_view model) {
+                                                                    std::string_view model,
+                                                                    bool stream) {
   std::vector<const config::Deployment*> candidates;
   bool model_known = false;
   std::chrono::milliseconds soonest = std::chrono::milliseconds::max();
@@ -64,7 +68,7 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
     }
   }
   if (split_ == nullptr || versions.size() < 2) {
-    Order(config.routing_strategy, group, candidates);
+    Order(config.routing_strategy, group, stream, candidates);
     return candidates;
   }
   const std::string chosen = split_->Choose(versions, random_.Uniform());
@@ -73,15 +77,84 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
   for (const config::Deployment* d : candidates) {
     (d->version.empty() || d->version == chosen ? first : rest).push_back(d);
   }
-  Order(config.routing_strategy, group, first);
-  Order(config.routing_strategy, group, rest);
+  Order(config.routing_strategy, group, stream, first);
+  Order(config.routing_strategy, group, stream, rest);
   first.insert(first.end(), rest.begin(), rest.end());
   return first;
 }
 
-void Router::Order(const std::string& strategy, const std::string& model,
+void Router::OrderByScore(std::vector<const config::Deployment*>& candidates,
+                          const std::function<double(const config::Deployment&)>& score,
+                          double buffer) {
+  std::vector<std::pair<double, const config::Deployment*>> scored;
+  for (const config::Deployment* d : candidates) scored.emplace_back(score(*d), d);
+  std::sort(scored.begin(), scored.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Shuffle each run of near-equal scores.
+  for (size_t start = 0; start < scored.size();) {
+    const double limit = scored[start].first * (1 + buffer);
+    size_t end = start + 1;
+    while (end < scored.size() && scored[end].first <= limit) ++end;
+    for (size_t i = end - 1; i > start; --i) {
+      std::swap(scored[i], scored[start + random_.NextU64() % (i - start + 1)]);
+    }
+    start = end;
+  }
+  for (size_t i = 0; i < scored.size(); ++i) candidates[i] = scored[i].second;
+}
+
+void Router::Order(const std::string& strategy, const std::string& model, bool stream,
                    std::vector<const config::Deployment*>& candidates) {
   if (candidates.size() < 2) return;
+  if (strategy == "latency_optimized") {
+    // Deployments without samples score 0 and are tried first, so every one gets measured.
+    OrderByScore(
+        candidates,
+        [&](const config::Deployment& d) {
+          DeploymentHealth h = health_.Snapshot(d.id);
+          return stream && h.recent_ttft_ms > 0 ? h.recent_ttft_ms : h.recent_latency_ms;
+        },
+        kLatencyBuffer);
+    return;
+  }
+  if (strategy == "cost_optimized") {
+    OrderByScore(
+        candidates,
+        [](const config::Deployment& d) {
+          return d.input_cost_per_token + d.output_cost_per_token;
+        },
+        0);
+    return;
+  }
+  if (strategy == "usage_based") {
+    // Share of this minute's token budget used; without a tpm, raw tokens (scaled to rank after
+    // any deployment that still has budget).
+    OrderByScore(
+        candidates,
+        [&](const config::Deployment& d) {
+          const double tokens = static_cast<double>(health_.Snapshot(d.id).tokens_this_minute);
+          return d.tpm > 0 ? tokens / static_cast<double>(d.tpm) : tokens;
+        },
+        0);
+    return;
+  }
+  if (strategy == "load_balanced") {
+    // Power of two choices on in-flight x latency: two random candidates, the lighter first.
+    auto load = [&](const config::Deployment* d) {
+      DeploymentHealth h = health_.Snapshot(d->id);
+      return (h.in_flight + 1) * std::max(1.0, h.recent_latency_ms);
+    };
+    const size_t a = random_.NextU64() % candidates.size();
+    size_t b = random_.NextU64() % (candidates.size() - 1);
+    if (b >= a) ++b;
+    const size_t winner = load(candidates[a]) <= load(candidates[b]) ? a : b;
+    std::swap(candidates[0], candidates[winner]);
+    std::vector<const config::Deployment*> rest(candidates.begin() + 1, candidates.end());
+    OrderByScore(
+        rest, [&](const config::Deployment& d) { return load(&d); }, 0);
+    std::copy(rest.begin(), rest.end(), candidates.begin() + 1);
+    return;
+  }
   if (strategy == "round_robin") {
     uint64_t start;
     {

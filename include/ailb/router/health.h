@@ -32,7 +32,10 @@ struct DeploymentHealth {
   int64_t successful_requests = 0;
   int64_t failed_requests = 0;
   int in_flight = 0;
-  double avg_latency_ms = 0;  // mean over successful requests
+  double avg_latency_ms = 0;     // mean over successful requests
+  double recent_latency_ms = 0;  // exponentially weighted (recent requests count most)
+  double recent_ttft_ms = 0;     // the same for time to first byte of streams; 0 = no sample
+  int64_t tokens_this_minute = 0;
   std::string last_error;
   std::optional<WallTime> last_success;
   std::optional<WallTime> last_failure;
@@ -55,7 +58,11 @@ class HealthTracker {
   std::chrono::milliseconds TimeUntilAdmitted(std::string_view id) const;
 
   void OnAttemptStart(std::string_view id);
-  void OnSuccess(std::string_view id, std::chrono::microseconds latency);
+  // `ttft`: time to the first streamed byte, for streams.
+  void OnSuccess(std::string_view id, std::chrono::microseconds latency,
+                 std::optional<std::chrono::microseconds> ttft = std::nullopt);
+  // Tokens a deployment served (prompt + completion), for usage-based routing.
+  void RecordTokens(std::string_view id, int64_t tokens);
   // Counts against the breaker only when IsDeploymentFault(status). `retry_after` (from the
   // upstream) sets the cooldown when longer than the policy's.
   void OnFailure(std::string_view id, const absl::Status& status);
@@ -71,6 +78,7 @@ class HealthTracker {
     int trips = 0;
     bool probe_in_flight = false;
     double latency_sum_ms = 0;
+    int64_t minute = 0;  // the minute tokens_this_minute counts
   };
   // Moves a deployment whose cooldown has passed to half-open.
   void Refresh(Entry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

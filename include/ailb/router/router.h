@@ -1,6 +1,7 @@
 // Chooses which deployments serve a request, in the order they should be tried.
 #pragma once
 
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -33,12 +34,18 @@ class Router {
   // other versions follow as fallback. NotFound for an unknown model; Unavailable (with
   // Retry-After) when every deployment of the group is cooling down. The pointers live as long as
   // `config`.
+  // `stream` selects time to first byte rather than total latency for latency_optimized.
   absl::StatusOr<std::vector<const config::Deployment*>> Plan(const config::Config& config,
-                                                              std::string_view model);
+                                                              std::string_view model,
+                                                              bool stream = false);
 
  private:
-  void Order(const std::string& strategy, const std::string& model,
+  void Order(const std::string& strategy, const std::string& model, bool stream,
              std::vector<const config::Deployment*>& candidates);
+  // Sorts by `score` (lower first); ties and scores within `buffer` (a fraction of the best
+  // score) of each other are shuffled, so near-equal deployments share load.
+  void OrderByScore(std::vector<const config::Deployment*>& candidates,
+                    const std::function<double(const config::Deployment&)>& score, double buffer);
 
   HealthTracker& health_;
   RandomSource& random_;
