@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "ailb/common/status.h"
 #include "ailb/common/strings.h"
 #include "ailb/provider/adapter.h"
@@ -99,7 +100,8 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
   // Formats decoded chunks for the client; records usage and finish reason on the way.
   std::string FormatChunks(std::vector<json>& chunks);
   bool WriteStream(std::string data);
-  upstream::Headers ReplyHeaders() const;
+  // `attempt_in_progress`: the current attempt's upstream time is not yet in upstream_seconds_.
+  upstream::Headers ReplyHeaders(bool attempt_in_progress) const;
   // Writes the access log line and the request's metrics, once.
   void Record(int http_status, std::string_view outcome);
 
@@ -274,7 +276,7 @@ void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
     if (!ended.ok()) return FailAttempt(ended);
     if (!committed_) {
       // A well-formed but empty stream: still a valid (empty) reply.
-      sink_->StartStream(ReplyHeaders());
+      sink_->StartStream(ReplyHeaders(/*attempt_in_progress=*/false));
       committed_ = true;
     }
     return Succeed();
@@ -297,7 +299,7 @@ void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
   first_byte_at_ = gateway_.clock_.Now();
   std::string out = llm::DumpJson(*reply);
   bytes_sent_ += static_cast<int64_t>(out.size());
-  sink_->SendJson(200, ReplyHeaders(), std::move(out));
+  sink_->SendJson(200, ReplyHeaders(/*attempt_in_progress=*/false), std::move(out));
   Succeed();
 }
 
@@ -380,7 +382,7 @@ std::string ChatExchange::FormatChunks(std::vector<json>& chunks) {
 
 bool ChatExchange::WriteStream(std::string data) {
   if (!committed_) {
-    sink_->StartStream(ReplyHeaders());
+    sink_->StartStream(ReplyHeaders(/*attempt_in_progress=*/true));
     committed_ = true;
     first_byte_at_ = gateway_.clock_.Now();
   }
@@ -392,8 +394,17 @@ bool ChatExchange::WriteStream(std::string data) {
   return true;
 }
 
-upstream::Headers ChatExchange::ReplyHeaders() const {
+upstream::Headers ChatExchange::ReplyHeaders(bool attempt_in_progress) const {
+  const SteadyTime now = gateway_.clock_.Now();
+  double upstream_seconds = upstream_seconds_;
+  if (attempt_in_progress) {
+    upstream_seconds += std::chrono::duration<double>(now - attempt_started_).count();
+  }
+  const double overhead_ms = std::max(
+      0.0, (std::chrono::duration<double>(now - context_.received_at).count() - upstream_seconds) *
+               1000);
   upstream::Headers headers;
+  headers.emplace_back("x-ailb-overhead-ms", absl::StrFormat("%.3f", overhead_ms));
   headers.emplace_back("x-ailb-deployment", deployment_->id);
   headers.emplace_back("x-ailb-provider", std::string(config::ProviderName(deployment_->provider)));
   headers.emplace_back("x-ailb-attempts", std::to_string(attempts_));
@@ -524,6 +535,39 @@ absl::StatusOr<nlohmann::json> Gateway::ListModels(const std::optional<std::stri
   json data = json::array();
   for (const std::string& name : names) data.push_back(entry(name));
   return json{{"object", "list"}, {"data", std::move(data)}};
+}
+
+nlohmann::json Gateway::RoutingStats() const {
+  std::shared_ptr<const config::Config> config = config_.Current();
+  auto iso_time = [](const std::optional<WallTime>& t) -> json {
+    if (!t) return nullptr;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count() /
+           1000.0;
+  };
+  json stats = json::object();
+  for (const config::Deployment& d : config->deployments) {
+    router::DeploymentHealth h = health_.Snapshot(d.id);
+    const int64_t finished = h.successful_requests + h.failed_requests;
+    stats[d.id] = {{"model", d.model_name},
+                   {"provider", config::ProviderName(d.provider)},
+                   {"total_requests", h.total_requests},
+                   {"successful_requests", h.successful_requests},
+                   {"failed_requests", h.failed_requests},
+                   {"success_rate",
+                    finished > 0 ? static_cast<double>(h.successful_requests) / finished : 1.0},
+                   {"avg_latency_ms", h.avg_latency_ms},
+                   {"recent_latency_ms", h.recent_latency_ms},
+                   {"recent_ttft_ms", h.recent_ttft_ms},
+                   {"consecutive_failures", h.consecutive_failures},
+                   {"last_success", iso_time(h.last_success)},
+                   {"last_failure", iso_time(h.last_failure)},
+                   {"state", router::BreakerStateName(h.state)},
+                   {"cooldown_remaining_ms", h.cooldown_remaining.count()},
+                   {"in_flight", h.in_flight},
+                   {"tokens_this_minute", h.tokens_this_minute}};
+    if (!h.last_error.empty()) stats[d.id]["last_error"] = h.last_error;
+  }
+  return {{"routing_strategy", config->routing_strategy}, {"provider_stats", std::move(stats)}};
 }
 
 Gateway::Health Gateway::CheckHealth() const {

@@ -41,6 +41,28 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& dat
   return absl::OkStatus();
 }
 
+// Scales `weights` to sum to `target` in proportion to their values (equally when all are 0),
+// rounding by largest remainder so the sum is exact.
+void Apportion(std::map<std::string, int>& weights, int target) {
+  if (weights.empty()) return;
+  int total = 0;
+  for (const auto& [version, weight] : weights) total += weight;
+  std::vector<std::pair<double, std::string>> remainders;
+  int assigned = 0;
+  for (auto& [version, weight] : weights) {
+    const double share = total > 0 ? static_cast<double>(target) * weight / total
+                                   : static_cast<double>(target) / weights.size();
+    weight = static_cast<int>(std::floor(share));
+    assigned += weight;
+    remainders.emplace_back(share - std::floor(share), version);
+  }
+  std::stable_sort(remainders.begin(), remainders.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = 0; assigned < target && i < remainders.size(); ++i, ++assigned) {
+    weights[remainders[i].second]++;
+  }
+}
+
 }  // namespace
 
 TrafficSplit::TrafficSplit(const Clock& clock, std::string state_file)
@@ -96,7 +118,12 @@ void TrafficSplit::SyncVersions(const std::vector<std::string>& versions) {
     next[version] = it == state_.weights.end() ? 0 : it->second;
     total += next[version];
   }
-  if (!versions.empty() && total == 0) next[versions.front()] = 100;
+  if (!versions.empty() && total == 0) {
+    next[versions.front()] = 100;
+  } else if (total != 100) {
+    // A version went away: its share goes to the others in proportion.
+    Apportion(next, 100);
+  }
   if (next != state_.weights) {
     state_.weights = std::move(next);
     absl::Status persisted = Persist();
@@ -143,31 +170,12 @@ absl::StatusOr<SplitState> TrafficSplit::SetWeight(const std::string& version, i
   next.previous_active = ActiveLocked();
   next.target = version;
   next.changed_at = clock_.WallNow();
+  // The other versions share the rest in proportion to their current weights.
+  std::map<std::string, int> others = state_.weights;
+  others.erase(version);
+  Apportion(others, 100 - weight);
+  next.weights = std::move(others);
   next.weights[version] = weight;
-  // The other versions share the rest in proportion to their weights, by largest remainder.
-  int others_total = 0;
-  std::vector<std::string> others;
-  for (const auto& [v, w] : state_.weights) {
-    if (v != version) {
-      others.push_back(v);
-      others_total += w;
-    }
-  }
-  const int rest = 100 - weight;
-  std::vector<std::pair<double, std::string>> remainders;
-  int assigned = 0;
-  for (const std::string& v : others) {
-    const double share = others_total > 0
-                             ? static_cast<double>(rest) * state_.weights.at(v) / others_total
-                             : static_cast<double>(rest) / others.size();
-    next.weights[v] = static_cast<int>(std::floor(share));
-    assigned += next.weights[v];
-    remainders.emplace_back(share - std::floor(share), v);
-  }
-  std::sort(remainders.begin(), remainders.end(), std::greater<>());
-  for (size_t i = 0; assigned < rest && i < remainders.size(); ++i, ++assigned) {
-    next.weights[remainders[i].second]++;
-  }
   history_.push_back(state_);
   if (history_.size() > kMaxHistory) history_.erase(history_.begin());
   state_ = std::move(next);

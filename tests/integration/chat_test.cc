@@ -90,6 +90,9 @@ TEST_F(ChatTest, NonStreamReturnsUpstreamAnswerAndForwardsFieldsUntouched) {
   EXPECT_EQ(reply["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
   EXPECT_EQ(result.Header("x-ailb-deployment"), "openai/upstream-model");
   EXPECT_EQ(result.Header("x-ailb-attempts"), "1");
+  EXPECT_EQ(result.Header("x-ailb-provider"), "openai");
+  ASSERT_FALSE(result.Header("x-ailb-overhead-ms").empty());
+  EXPECT_GE(std::stod(result.Header("x-ailb-overhead-ms")), 0.0);
 
   ASSERT_EQ(upstream_->RequestCount(), 1u);
   RecordedRequest sent = upstream_->Requests()[0];
@@ -537,6 +540,19 @@ TEST_F(FailoverTest, RefusedConnectionMovesToTheNextDeployment) {
   json health = HttpCall("GET", ailb->Url("/healthz")).Json();
   EXPECT_EQ(health["deployments"][0]["state"], "cooling_down");
   EXPECT_EQ(health["status"], "ok");
+  json stats = HttpCall("GET", ailb->Url("/api/routing/stats")).Json();
+  EXPECT_EQ(stats["routing_strategy"], "failover");
+  const json& primary = stats["provider_stats"]["primary"];
+  EXPECT_EQ(primary["state"], "cooling_down");
+  EXPECT_EQ(primary["failed_requests"], 3);
+  EXPECT_EQ(primary["consecutive_failures"], 3);
+  EXPECT_EQ(primary["success_rate"], 0.0);
+  EXPECT_TRUE(primary["last_failure"].is_number());
+  EXPECT_TRUE(primary["last_success"].is_null());
+  const json& secondary = stats["provider_stats"]["secondary"];
+  EXPECT_EQ(secondary["successful_requests"], 5);
+  EXPECT_EQ(secondary["success_rate"], 1.0);
+  EXPECT_GT(secondary["avg_latency_ms"].get<double>(), 0);
 }
 
 }  // namespace

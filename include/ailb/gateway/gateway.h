@@ -104,6 +104,9 @@ class Gateway {
   };
   Health CheckHealth() const;
 
+  // /api/routing/stats: the strategy and every deployment's counters and breaker state.
+  nlohmann::json RoutingStats() const;
+
   // Refuse new requests (shutdown has begun).
   void StartDraining() { draining_.store(true); }
   bool draining() const { return draining_.load(); }

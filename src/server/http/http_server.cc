@@ -279,6 +279,12 @@ class Handler final : public Pistache::Http::Handler {
       if (only(Method::Get, "GET")) Metrics(sink);
       return;
     }
+    if (path == "/api/routing/stats") {
+      if (!only(Method::Get, "GET")) return;
+      if (!Authorized(request, sink)) return;
+      sink->SendJson(200, {}, llm::DumpJson(shared_->gateway->RoutingStats()));
+      return;
+    }
     if (path == "/v1/models" || path == "/models") {
       if (!only(Method::Get, "GET")) return;
       if (!Authorized(request, sink)) return;
