@@ -17,7 +17,8 @@ using nlohmann::json;
 
 // Replies larger than this are not a chat completion; refuse rather than buffer without bound.
 constexpr size_t kMaxBufferedReplyBytes = 64 << 20;
-constexpr int kMaxAttempts = 3;
+// Every deployment of a plan may be tried (within the request deadline), up to this many.
+constexpr int kMaxAttempts = 10;
 
 int64_t MillisBetween(SteadyTime from, SteadyTime to) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();

@@ -557,3 +557,75 @@ TEST_F(FailoverTest, RefusedConnectionMovesToTheNextDeployment) {
 
 }  // namespace
 }  // namespace ailb::testing
+
+namespace ailb::testing {
+namespace {
+
+TEST(FaultMixTest, OneHealthyDeploymentLeftServesEveryRequest) {
+  std::vector<std::unique_ptr<FakeLlmServer>> upstreams;
+  for (int i = 0; i < 4; ++i) {
+    auto server = FakeLlmServer::Start();
+    ASSERT_TRUE(server.ok());
+    upstreams.push_back(*std::move(server));
+  }
+  FakeBehavior failing;
+  failing.status = 500;
+  upstreams[0]->SetDefaultBehavior(failing);
+  FakeBehavior hanging;
+  hanging.hang = true;
+  upstreams[1]->SetDefaultBehavior(hanging);
+  FakeBehavior stalls_mid_stream;
+  stalls_mid_stream.hang_mid_stream = true;
+  stalls_mid_stream.stream_chunks = 5;
+  upstreams[2]->SetDefaultBehavior(stalls_mid_stream);
+  FakeBehavior healthy;
+  healthy.reply_text = "still here";
+  upstreams[3]->SetDefaultBehavior(healthy);
+
+  const std::string config_path = ::testing::TempDir() + "/ailb-fault-mix.yaml";
+  {
+    std::ofstream out(config_path);
+    out << "routing_strategy: round_robin\nmodel_list:\n";
+    for (int i = 0; i < 4; ++i) {
+      out << "  - {model_name: m, provider: openai, model: m, id: d" << i
+          << ", api_base: " << upstreams[i]->BaseUrl() << "/v1}\n";
+    }
+  }
+  auto ailb = AilbProcess::Start({{"AILB_CONFIG", config_path},
+                                  {"AILB_FIRST_BYTE_TIMEOUT_MS", "300"},
+                                  {"AILB_STREAM_IDLE_TIMEOUT_MS", "300"}});
+  ASSERT_NE(ailb, nullptr);
+  // Three of four deployments misbehave; the breaker takes them out of rotation, and until it
+  // does, failover before the first byte covers the rest (every deployment may be tried).
+  int succeeded = 0;
+  constexpr int kRequests = 30;
+  for (int i = 0; i < kRequests; ++i) {
+    HttpResult result =
+        HttpCall("POST", ailb->Url("/v1/chat/completions"), ChatBody("m", /*stream=*/false));
+    if (result.status == 200 && result.Json()["choices"][0]["message"]["content"] == "still here") {
+      ++succeeded;
+    }
+  }
+  // A mid-stream stall after the first byte cannot move, so only non-streamed requests are
+  // promised to succeed; they all must.
+  EXPECT_EQ(succeeded, kRequests);
+  json stats = HttpCall("GET", ailb->Url("/api/routing/stats")).Json();
+  for (const char* broken : {"d0", "d1"}) {
+    EXPECT_EQ(stats["provider_stats"][broken]["state"], "cooling_down") << broken;
+  }
+  // A stream that stalls after its first chunk ends with an error event and [DONE], promptly.
+  auto stall_only = AilbProcess::Start({{"OPENAI_BASE_URL", upstreams[2]->BaseUrl() + "/v1"},
+                                        {"OPENAI_MODELS", "m"},
+                                        {"AILB_STREAM_IDLE_TIMEOUT_MS", "300"}});
+  ASSERT_NE(stall_only, nullptr);
+  HttpResult stalled =
+      HttpStream(stall_only->Url("/v1/chat/completions"), ChatBody("m", true), nullptr);
+  ASSERT_EQ(stalled.status, 200);
+  std::vector<std::string> payloads = SseDataPayloads(stalled.body);
+  ASSERT_GE(payloads.size(), 2u);
+  EXPECT_EQ(payloads.back(), "[DONE]");
+  EXPECT_NE(payloads[payloads.size() - 2].find("\"error\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ailb::testing

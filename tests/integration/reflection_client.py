@@ -277,7 +277,7 @@ def cmd_keepalive(target, args):
 
     def on_state(state):
         with lock:
-            states.append((round(time.monotonic() - started, 2), state.name))
+            states.append((time.monotonic() - started, state.name))
 
     channel.subscribe(on_state, try_to_connect=True)
     # grpc.health.v1.Health/Check with an empty request (service "") as raw bytes: no stubs.
@@ -302,12 +302,14 @@ def cmd_keepalive(target, args):
     channel.unsubscribe(on_state)
     channel.close()
     with lock:
-        out["states"] = [{"t": t, "state": s} for t, s in states]
-        # Once READY, a GOAWAY sends the channel to IDLE (or TRANSIENT_FAILURE) before any
-        # reconnect; a healthy idle channel stays READY.
-        after_ready = [s for t, s in states if t >= idle_from]
-        out["left_ready"] = any(s in ("IDLE", "TRANSIENT_FAILURE", "CONNECTING")
-                                for s in after_ready)
+        out["states"] = [{"t": round(t, 2), "state": s} for t, s in states]
+        out["idle_from"] = round(idle_from, 2)
+        # Callbacks arrive in order but late (on their own thread), so judge the sequence, not
+        # the times: once READY, a GOAWAY sends the channel to IDLE (or TRANSIENT_FAILURE)
+        # before any reconnect; a healthy idle channel reports nothing more.
+        names = [s for _, s in states]
+        after_ready = names[names.index("READY") + 1:] if "READY" in names else names
+        out["left_ready"] = "READY" not in names or any(s != "READY" for s in after_ready)
     out["goaway"] = out["left_ready"]
     ok = out["first_call"] == "OK" and out["second_call"] == "OK" and not out["goaway"]
     return (0 if ok else 1), out

@@ -756,15 +756,17 @@ TEST_F(GatewayTest, AllAttemptsFailGives502) {
   EXPECT_EQ(client_.transfer_count(), 3u);
 }
 
-TEST_F(GatewayTest, AtMostThreeAttempts) {
-  UseConfig({Dep("d1", "gpt", 0), Dep("d2", "gpt", 1), Dep("d3", "gpt", 2), Dep("d4", "gpt", 3)});
+TEST_F(GatewayTest, EveryDeploymentIsTriedUpToTenAttempts) {
+  std::vector<config::Deployment> deployments;
+  for (int i = 0; i < 12; ++i) deployments.push_back(Dep("d" + std::to_string(i), "gpt", i));
+  UseConfig(deployments);
   auto sink = std::make_shared<RecordingSink>();
   SendAndStart(kChat, sink);
-  for (size_t i = 0; i < 3; ++i) {
+  for (size_t i = 0; i < 10; ++i) {
     ASSERT_EQ(client_.transfer_count(), i + 1);
     client_.Reply(i, 500, UpstreamError("down"));
   }
-  EXPECT_EQ(client_.transfer_count(), 3u);
+  EXPECT_EQ(client_.transfer_count(), 10u);
   EXPECT_EQ(sink->OnlyJson().http_status, 502);
 }
 
