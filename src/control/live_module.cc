@@ -326,7 +326,7 @@ class LiveModuleImpl final : public LiveModule {
     ConfigPtr config = deps_.config->Current();
     ConfigDocument doc;
     doc.config_id = config->module_id;
-    doc.config_type = "json";
+    doc.config_type = "yaml";  // written in JSON syntax, which every YAML parser reads
     doc.data = ConfigDocumentJson(*config).dump(2);
     doc.checksum = Sha256Hex(doc.data);
     std::lock_guard lock(config_mu_);
