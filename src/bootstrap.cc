@@ -172,6 +172,7 @@ int RunMain(int argc, char** argv) {
   metrics::RequestMetrics request_metrics(registry, clock);
   ratelimit::RateLimiter rate_limiter(clock);
   router::ModelAliases aliases;
+  router::SessionAffinity affinity;
   router::TrafficSplit split(clock, startup.data_dir + "/traffic_weights.json");
   if (absl::Status loaded = split.Load(); !loaded.ok()) spdlog::warn("{}", loaded.message());
   split.SyncVersions(VersionsOf(startup));
@@ -179,8 +180,9 @@ int RunMain(int argc, char** argv) {
   router::Router router(health, *random, &split);
   gateway::InflightTracker inflight;
   std::unique_ptr<upstream::HttpClient> client = upstream::NewCurlHttpClient();
-  gateway::Gateway gateway(config_store, router, health, *client, clock, *random, inflight,
-                           gateway::GatewayHooks{&request_metrics, &rate_limiter, &aliases});
+  gateway::Gateway gateway(
+      config_store, router, health, *client, clock, *random, inflight,
+      gateway::GatewayHooks{&request_metrics, &rate_limiter, &aliases, &affinity});
 
   server::HttpServerOptions http_options;
   http_options.host = startup.server.host;
@@ -292,6 +294,10 @@ int RunMain(int argc, char** argv) {
   const bool drained = inflight.WaitDrained(drain_timeout);
   if (!drained) {
     spdlog::warn("drain timeout: {} request(s) still in flight are cancelled", inflight.count());
+  }
+  // Replies already handed to the reactors must leave before their connections close.
+  if (!(*http)->WaitForPendingWrites(std::chrono::seconds(2))) {
+    spdlog::warn("some reply bytes were still unsent at shutdown");
   }
   // Connections first, so nothing new reaches the client; then the client, which cancels
   // whatever is left and joins its event thread.

@@ -102,6 +102,7 @@ void ApplyEnvironment(const Environment& env, Config* config, SourceMap* sources
                 &config->server.promotion_interval_ms);
   apply_string("MODULE_ID", "module_id", &config->module_id, false);
   apply_string("ROUTING_STRATEGY", "routing_strategy", &config->routing_strategy, true);
+  apply_bool("AILB_SESSION_AFFINITY", "session_affinity", &config->session_affinity);
   apply_bool("ENABLE_MEMORY", "enable_memory", &config->enable_memory);
   apply_bool("ENABLE_RAG", "enable_rag", &config->enable_rag);
   apply_string("AILB_DATA_DIR", "data_dir", &config->data_dir, false);

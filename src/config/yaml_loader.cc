@@ -17,6 +17,7 @@
 //   routing_strategy: weighted       # ROUTING_STRATEGY: round_robin, weighted, least_busy,
 //                                    #   latency_optimized, cost_optimized, usage_based,
 //                                    #   load_balanced, failover, random
+//   session_affinity: false          # AILB_SESSION_AFFINITY
 //   enable_memory: true              # ENABLE_MEMORY
 //   enable_rag: true                 # ENABLE_RAG
 //   data_dir: ./data                 # AILB_DATA_DIR
@@ -131,6 +132,7 @@ class YamlReader {
              }},
             {"module_id", StringInto(&config->module_id)},
             {"routing_strategy", StringInto(&config->routing_strategy, /*lower=*/true)},
+            {"session_affinity", BoolInto(&config->session_affinity)},
             {"enable_memory", BoolInto(&config->enable_memory)},
             {"enable_rag", BoolInto(&config->enable_rag)},
             {"data_dir", StringInto(&config->data_dir)},

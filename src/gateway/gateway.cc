@@ -95,7 +95,9 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
   void OnDone(int attempt, const absl::Status& transport_status);
 
  private:
-  void Succeed();
+  // Books the success, then sends `json_reply` (non-stream) or ends the stream. Bookkeeping
+  // comes first so a client that has the reply also sees its effects (stats, affinity).
+  void Succeed(std::optional<std::pair<upstream::Headers, std::string>> json_reply);
   void FailAttempt(absl::Status error);
   void FinishWithError(const absl::Status& error);
   // Formats decoded chunks for the client; records usage and finish reason on the way.
@@ -280,7 +282,7 @@ void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
       sink_->StartStream(ReplyHeaders(/*attempt_in_progress=*/false));
       committed_ = true;
     }
-    return Succeed();
+    return Succeed(std::nullopt);
   }
   absl::StatusOr<json> reply = adapter_->DecodeChat(body_);
   if (!reply.ok()) return FailAttempt(reply.status());
@@ -300,11 +302,10 @@ void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
   first_byte_at_ = gateway_.clock_.Now();
   std::string out = llm::DumpJson(*reply);
   bytes_sent_ += static_cast<int64_t>(out.size());
-  sink_->SendJson(200, ReplyHeaders(/*attempt_in_progress=*/false), std::move(out));
-  Succeed();
+  Succeed(std::make_pair(ReplyHeaders(/*attempt_in_progress=*/false), std::move(out)));
 }
 
-void ChatExchange::Succeed() {
+void ChatExchange::Succeed(std::optional<std::pair<upstream::Headers, std::string>> json_reply) {
   const SteadyTime now = gateway_.clock_.Now();
   std::optional<std::chrono::microseconds> ttft;
   if (request_.stream && first_byte_at_) {
@@ -315,12 +316,18 @@ void ChatExchange::Succeed() {
       deployment_->id,
       std::chrono::duration_cast<std::chrono::microseconds>(now - attempt_started_), ttft);
   gateway_.health_.RecordTokens(deployment_->id, usage_.prompt_tokens + usage_.completion_tokens);
-  if (request_.stream) {
-    WriteStream(std::string(provider::kSseDone));
-    sink_->EndStream();
+  if (config_->session_affinity && gateway_.hooks_.affinity && request_.session_id) {
+    gateway_.hooks_.affinity->Remember(*request_.session_id, deployment_->id);
   }
   finished_ = true;
+  if (!json_reply) bytes_sent_ += static_cast<int64_t>(provider::kSseDone.size());
   Record(200, "ok");
+  if (json_reply) {
+    sink_->SendJson(200, json_reply->first, std::move(json_reply->second));
+  } else {
+    sink_->SendStreamData(std::string(provider::kSseDone));
+    sink_->EndStream();
+  }
 }
 
 void ChatExchange::FailAttempt(absl::Status error) {
@@ -347,10 +354,10 @@ void ChatExchange::FailAttempt(absl::Status error) {
 void ChatExchange::FinishWithError(const absl::Status& error) {
   if (finished_) return;
   finished_ = true;
+  Record(ToHttpError(error).http_status, "error");
   upstream::Headers headers;
   headers.emplace_back("x-ailb-attempts", std::to_string(attempts_));
   SendError(*sink_, error, std::move(headers));
-  Record(ToHttpError(error).http_status, "error");
 }
 
 std::string ChatExchange::FormatChunks(std::vector<json>& chunks) {
@@ -485,8 +492,8 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
         {context.api_key, request.model, context.client_address}, &limited_target);
     if (!admitted.ok()) {
       if (hooks_.metrics) hooks_.metrics->RateLimited(limited_target);
-      SendError(*sink, admitted);
       RecordRefusal(request, context, admitted);
+      SendError(*sink, admitted);
       return [] {};
     }
   }
@@ -501,9 +508,17 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
   }
   if (!plan.ok()) plan = router_.Plan(*config, model, request.stream);
   if (!plan.ok()) {
-    SendError(*sink, plan.status());
     RecordRefusal(request, context, plan.status());
+    SendError(*sink, plan.status());
     return [] {};
+  }
+  if (config->session_affinity && hooks_.affinity && request.session_id) {
+    // The plan only holds deployments that admit traffic now, so a tripped one is skipped.
+    if (std::optional<std::string> last = hooks_.affinity->Lookup(*request.session_id)) {
+      auto it = std::find_if(plan->begin(), plan->end(),
+                             [&](const config::Deployment* d) { return d->id == *last; });
+      if (it != plan->end()) std::rotate(plan->begin(), it, it + 1);
+    }
   }
   auto exchange =
       std::make_shared<ChatExchange>(*this, std::move(request), std::move(context), std::move(sink),

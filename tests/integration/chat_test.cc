@@ -470,7 +470,9 @@ class FailoverTest : public ::testing::Test {
       ASSERT_TRUE(server.ok());
       *slot = *std::move(server);
     }
-    config_path_ = ::testing::TempDir() + "/ailb-failover.yaml";
+    // ctest runs test cases in parallel processes: each needs a file of its own.
+    config_path_ = ::testing::TempDir() + "/ailb-failover-" +
+                   ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".yaml";
   }
 
   void WriteConfig(const std::string& first_base, const std::string& second_base) {

@@ -1,5 +1,7 @@
 // Anthropic and Ollama deployments through the real binary: clients speak OpenAI, the fake
 // upstream speaks each provider's own protocol.
+#include <set>
+
 #include "fakes/fake_llm_server.h"
 #include "gtest/gtest.h"
 #include "integration/harness.h"
@@ -100,6 +102,39 @@ TEST_F(ProvidersTest, OneModelServedByTwoProvidersFailsOverBetweenThem) {
         HttpCall("POST", ailb_->Url("/v1/chat/completions"), ChatBody("shared", i % 2 == 0));
     ASSERT_EQ(result.status, 200) << result.body;
     EXPECT_EQ(result.Header("x-ailb-provider"), "ollama");
+  }
+}
+
+}  // namespace
+}  // namespace ailb::testing
+
+namespace ailb::testing {
+namespace {
+
+TEST(SessionAffinityTest, ASessionSticksToItsDeploymentWhileOthersRotate) {
+  auto first = FakeLlmServer::Start();
+  auto second = FakeLlmServer::Start();
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto ailb = AilbProcess::Start({{"OPENAI_BASE_URL", (*first)->BaseUrl() + "/v1"},
+                                  {"OPENAI_MODELS", "shared"},
+                                  {"OLLAMA_BASE_URL", (*second)->BaseUrl()},
+                                  {"OLLAMA_MODELS", "shared"},
+                                  {"ROUTING_STRATEGY", "round_robin"},
+                                  {"AILB_SESSION_AFFINITY", "true"}});
+  ASSERT_NE(ailb, nullptr);
+  auto deployment_for = [&](const nlohmann::json& extra) {
+    HttpResult result =
+        HttpCall("POST", ailb->Url("/v1/chat/completions"), ChatBody("shared", false, extra));
+    EXPECT_EQ(result.status, 200) << result.body;
+    return result.Header("x-ailb-deployment");
+  };
+  std::set<std::string> without_session;
+  for (int i = 0; i < 4; ++i) without_session.insert(deployment_for(nlohmann::json::object()));
+  EXPECT_EQ(without_session.size(), 2u) << "round robin should use both deployments";
+
+  const std::string pinned = deployment_for({{"session_id", "conversation-1"}});
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(deployment_for({{"session_id", "conversation-1"}}), pinned);
   }
 }
 

@@ -63,6 +63,9 @@ struct Config {
   ServerConfig server;
   TimeoutConfig timeouts;
   std::string routing_strategy = "weighted";
+  // Requests of one session_id prefer the deployment that served the session last, while it
+  // admits traffic (keeps provider-side prompt caches warm).
+  bool session_affinity = false;
   bool enable_memory = true;
   bool enable_rag = true;
   std::string data_dir = "./data";

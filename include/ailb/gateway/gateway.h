@@ -24,6 +24,7 @@
 #include "ailb/router/aliases.h"
 #include "ailb/router/health.h"
 #include "ailb/router/router.h"
+#include "ailb/router/session_affinity.h"
 #include "ailb/upstream/http_client.h"
 #include "nlohmann/json.hpp"
 
@@ -43,6 +44,8 @@ struct GatewayHooks {
   metrics::RequestMetrics* metrics = nullptr;
   ratelimit::RateLimiter* rate_limiter = nullptr;
   const router::ModelAliases* aliases = nullptr;
+  // Used when the configuration turns session_affinity on.
+  router::SessionAffinity* affinity = nullptr;
 };
 
 // Counts requests in flight so shutdown can drain them. Thread-safe.

@@ -37,6 +37,8 @@ class HttpServer {
   // Client connections that have sent at least one request, open now and ever.
   virtual int64_t open_connections() const = 0;
   virtual int64_t total_connections() const = 0;
+  // Waits until every reply byte handed to connections has been written (or `timeout`).
+  virtual bool WaitForPendingWrites(std::chrono::milliseconds timeout) = 0;
   // Stops accepting and closes every connection. Drain the gateway first.
   virtual void Shutdown() = 0;
 };

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cctype>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -78,6 +79,7 @@ struct Shared {
   const metrics::Registry* registry = nullptr;
   int64_t max_body_bytes = 0;
   std::atomic<int> open_streams{0};
+  std::atomic<int64_t> pending_writes{0};
   std::atomic<int64_t> open_connections{0};
   std::atomic<int64_t> total_connections{0};
   std::unique_ptr<RandomSource> random = SeededRandom::FromEntropy();
@@ -89,13 +91,13 @@ struct Shared {
 class PeerSink final : public gateway::ResponseSink {
  public:
   PeerSink(std::weak_ptr<Pistache::Tcp::Peer> peer, std::string request_id, bool keep_alive,
-           Shared& shared)
+           std::shared_ptr<Shared> shared)
       : peer_(std::move(peer)),
         request_id_(std::move(request_id)),
         keep_alive_(keep_alive),
-        shared_(shared) {}
+        shared_(std::move(shared)) {}
   ~PeerSink() override {
-    if (stream_open_) shared_.open_streams.fetch_sub(1);
+    if (stream_open_) shared_->open_streams.fetch_sub(1);
   }
 
   void SendJson(int http_status, const upstream::Headers& headers, std::string body) override {
@@ -110,7 +112,7 @@ class PeerSink final : public gateway::ResponseSink {
     std::string out = Head(200, headers, "text/event-stream");
     out += "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n";
     stream_open_ = true;
-    shared_.open_streams.fetch_add(1);
+    shared_->open_streams.fetch_add(1);
     Write(std::move(out));
   }
 
@@ -126,7 +128,7 @@ class PeerSink final : public gateway::ResponseSink {
     Write("0\r\n\r\n");
     if (stream_open_) {
       stream_open_ = false;
-      shared_.open_streams.fetch_sub(1);
+      shared_->open_streams.fetch_sub(1);
     }
   }
 
@@ -155,14 +157,18 @@ class PeerSink final : public gateway::ResponseSink {
     std::shared_ptr<Pistache::Tcp::Peer> peer = peer_.lock();
     if (!peer) return false;
     const size_t length = bytes.size();
-    peer->send(Pistache::RawBuffer(std::move(bytes), length));
+    // Counted until the reactor has written them, so shutdown can wait for replies to leave.
+    shared_->pending_writes.fetch_add(1);
+    peer->send(Pistache::RawBuffer(std::move(bytes), length))
+        .then([shared = shared_](ssize_t) { shared->pending_writes.fetch_sub(1); },
+              [shared = shared_](std::exception_ptr&) { shared->pending_writes.fetch_sub(1); });
     return true;
   }
 
   std::weak_ptr<Pistache::Tcp::Peer> peer_;
   const std::string request_id_;
   const bool keep_alive_;
-  Shared& shared_;
+  const std::shared_ptr<Shared> shared_;
   bool stream_open_ = false;  // written by one thread at a time (see ResponseSink)
 };
 
@@ -239,7 +245,7 @@ class Handler final : public Pistache::Http::Handler {
         request.version() == Pistache::Http::Version::Http11
             ? !(connection && absl::StrContains(absl::AsciiStrToLower(*connection), "close"))
             : (connection && absl::StrContains(absl::AsciiStrToLower(*connection), "keep-alive"));
-    auto sink = std::make_shared<PeerSink>(peer, request_id, keep_alive, *shared_);
+    auto sink = std::make_shared<PeerSink>(peer, request_id, keep_alive, shared_);
     try {
       Route(request, peer, request_id, sink);
     } catch (const std::exception& e) {
@@ -399,6 +405,14 @@ class PistacheHttpServer final : public HttpServer {
   int open_streams() const override { return shared_->open_streams.load(); }
   int64_t open_connections() const override { return shared_->open_connections.load(); }
   int64_t total_connections() const override { return shared_->total_connections.load(); }
+  bool WaitForPendingWrites(std::chrono::milliseconds timeout) override {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (shared_->pending_writes.load() > 0) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  }
   void Shutdown() override {
     if (!stopped_.exchange(true)) endpoint_->shutdown();
   }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "ailb/common/clock.h"
 #include "ailb/common/random.h"
 #include "ailb/common/status.h"
@@ -758,7 +759,7 @@ TEST_F(GatewayTest, AllAttemptsFailGives502) {
 
 TEST_F(GatewayTest, EveryDeploymentIsTriedUpToTenAttempts) {
   std::vector<config::Deployment> deployments;
-  for (int i = 0; i < 12; ++i) deployments.push_back(Dep("d" + std::to_string(i), "gpt", i));
+  for (int i = 0; i < 12; ++i) deployments.push_back(Dep(absl::StrCat("d", i), "gpt", i));
   UseConfig(deployments);
   auto sink = std::make_shared<RecordingSink>();
   SendAndStart(kChat, sink);
