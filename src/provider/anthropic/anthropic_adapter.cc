@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "ailb/common/status.h"
 #include "ailb/provider/sse.h"
+#include "provider/retry_after.h"
 
 namespace ailb::provider {
 namespace {
@@ -60,23 +61,6 @@ std::optional<int64_t> FindTokenCount(const json& object, const char* key) {
   std::optional<int64_t> value = FindInt(object, key);
   if (!value) return std::nullopt;
   return std::clamp<int64_t>(*value, 0, kMaxTokenCount);
-}
-
-absl::Status AddRetryAfter(absl::Status status, const upstream::Headers& headers) {
-  std::string_view value = upstream::FindHeader(headers, "Retry-After");
-  while (!value.empty() && absl::ascii_isspace(static_cast<unsigned char>(value.front()))) {
-    value.remove_prefix(1);
-  }
-  while (!value.empty() && absl::ascii_isspace(static_cast<unsigned char>(value.back()))) {
-    value.remove_suffix(1);
-  }
-  int seconds = 0;
-  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
-  // The HTTP-date form is not worth a date parser: providers send seconds.
-  if (!value.empty() && ec == std::errc() && end == value.data() + value.size() && seconds >= 0) {
-    status = WithRetryAfter(std::move(status), seconds);
-  }
-  return status;
 }
 
 void AddAuthHeaders(const config::Deployment& deployment, upstream::Headers& headers) {
@@ -734,7 +718,7 @@ absl::Status AnthropicAdapter::DecodeError(int http_status, const upstream::Head
   if (code == absl::StatusCode::kOk) code = absl::StatusCode::kUnknown;
   absl::Status status = WithHttpStatus(absl::Status(code, message), effective_status);
   if (!type.empty()) status = WithErrorCode(std::move(status), type);
-  return AddRetryAfter(std::move(status), headers);
+  return WithUpstreamRetryAfter(std::move(status), headers);
 }
 
 absl::StatusOr<upstream::Request> AnthropicAdapter::EncodeHealthProbe(

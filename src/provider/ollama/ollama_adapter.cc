@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "ailb/common/status.h"
+#include "provider/retry_after.h"
 
 namespace ailb::provider {
 namespace {
@@ -53,23 +54,6 @@ std::optional<int64_t> FindInt(const json& object, const char* key) {
 
 int64_t TokenCount(const json& object, const char* key) {
   return std::clamp<int64_t>(FindInt(object, key).value_or(0), 0, kMaxTokenCount);
-}
-
-absl::Status AddRetryAfter(absl::Status status, const upstream::Headers& headers) {
-  std::string_view value = upstream::FindHeader(headers, "Retry-After");
-  while (!value.empty() && absl::ascii_isspace(static_cast<unsigned char>(value.front()))) {
-    value.remove_prefix(1);
-  }
-  while (!value.empty() && absl::ascii_isspace(static_cast<unsigned char>(value.back()))) {
-    value.remove_suffix(1);
-  }
-  int seconds = 0;
-  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
-  // The HTTP-date form is not worth a date parser: servers in front of Ollama send seconds.
-  if (!value.empty() && ec == std::errc() && end == value.data() + value.size() && seconds >= 0) {
-    status = WithRetryAfter(std::move(status), seconds);
-  }
-  return status;
 }
 
 void AddAuthHeaders(const config::Deployment& deployment, upstream::Headers& headers) {
@@ -490,7 +474,7 @@ absl::Status OllamaAdapter::DecodeError(int http_status, const upstream::Headers
   absl::StatusCode code = StatusCodeForHttp(http_status);
   // Only called for failures; a 2xx here would otherwise read as success.
   if (code == absl::StatusCode::kOk) code = absl::StatusCode::kUnknown;
-  return AddRetryAfter(WithHttpStatus(absl::Status(code, message), http_status), headers);
+  return WithUpstreamRetryAfter(WithHttpStatus(absl::Status(code, message), http_status), headers);
 }
 
 absl::StatusOr<upstream::Request> OllamaAdapter::EncodeHealthProbe(

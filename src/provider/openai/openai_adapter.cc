@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "ailb/common/status.h"
 #include "ailb/provider/sse.h"
+#include "provider/retry_after.h"
 
 namespace ailb::provider {
 namespace {
@@ -119,13 +120,7 @@ absl::Status OpenAIAdapter::DecodeError(int http_status, const upstream::Headers
   status = WithHttpStatus(std::move(status), http_status);
   if (!code.empty()) status = WithErrorCode(std::move(status), code);
   if (!param.empty()) status = WithErrorParam(std::move(status), param);
-  std::string_view retry_after = upstream::FindHeader(headers, "Retry-After");
-  int seconds = 0;
-  auto [end, ec] =
-      std::from_chars(retry_after.data(), retry_after.data() + retry_after.size(), seconds);
-  if (!retry_after.empty() && ec == std::errc() && seconds >= 0) {
-    status = WithRetryAfter(std::move(status), seconds);
-  }
+  status = WithUpstreamRetryAfter(std::move(status), headers);
   return status;
 }
 
