@@ -25,6 +25,7 @@
 #include "ailb/config/config.h"
 #include "ailb/control/live_module.h"
 #include "ailb/gateway/gateway.h"
+#include "ailb/gateway/health_checker.h"
 #include "ailb/metrics/registry.h"
 #include "ailb/metrics/request_metrics.h"
 #include "ailb/provider/adapter.h"
@@ -183,6 +184,8 @@ int RunMain(int argc, char** argv) {
   gateway::Gateway gateway(
       config_store, router, health, *client, clock, *random, inflight,
       gateway::GatewayHooks{&request_metrics, &rate_limiter, &aliases, &affinity});
+  gateway::ActiveHealthChecker health_checker(config_store, health, *client);
+  health_checker.Start();
 
   server::HttpServerOptions http_options;
   http_options.host = startup.server.host;
@@ -303,6 +306,7 @@ int RunMain(int argc, char** argv) {
   // whatever is left and joins its event thread.
   (*http)->Shutdown();
   control->Shutdown(std::chrono::seconds(2));
+  health_checker.Stop();
   client.reset();
   spdlog::info("stopped");
   spdlog::shutdown();

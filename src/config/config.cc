@@ -104,6 +104,17 @@ std::vector<std::string> Config::ModelNames() const {
   return names;
 }
 
+const ModelGroupConfig& Config::GroupSettings(std::string_view group) const {
+  static const ModelGroupConfig kDefaults;
+  auto it = model_groups.find(group);
+  return it == model_groups.end() ? kDefaults : it->second;
+}
+
+const std::string& Config::StrategyFor(std::string_view group) const {
+  const ModelGroupConfig& settings = GroupSettings(group);
+  return settings.routing_strategy.empty() ? routing_strategy : settings.routing_strategy;
+}
+
 Environment ProcessEnvironment() {
   Environment env;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {

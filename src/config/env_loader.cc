@@ -114,6 +114,13 @@ void ApplyEnvironment(const Environment& env, Config* config, SourceMap* sources
   apply_integer("AILB_TOTAL_TIMEOUT_MS", "timeouts.total_ms", &config->timeouts.total_ms);
   apply_integer("AILB_STREAM_IDLE_TIMEOUT_MS", "timeouts.stream_idle_ms",
                 &config->timeouts.stream_idle_ms);
+  apply_integer("AILB_RETRY_BACKOFF_MS", "retries.backoff_base_ms",
+                &config->retries.backoff_base_ms);
+  apply_integer("AILB_RETRY_BACKOFF_MAX_MS", "retries.backoff_max_ms",
+                &config->retries.backoff_max_ms);
+  apply_integer("AILB_MAX_ATTEMPTS", "retries.max_attempts", &config->retries.max_attempts);
+  apply_integer("AILB_HEALTH_CHECK_INTERVAL_MS", "health_check_interval_ms",
+                &config->health_check_interval_ms);
 
   // A list is replaced as a whole: merging keys from two places would make it hard to revoke one.
   if (std::optional<std::string> keys = EnvValue(env, "AILB_API_KEYS")) {

@@ -125,6 +125,41 @@ std::vector<std::string> ValidateConfig(const Config& config, const SourceMap& s
   v.Positive("timeouts.total_ms", timeouts.total_ms);
   v.Positive("timeouts.stream_idle_ms", timeouts.stream_idle_ms);
 
+  v.Range("retries.backoff_base_ms", config.retries.backoff_base_ms, 0, 60'000);
+  v.Range("retries.backoff_max_ms", config.retries.backoff_max_ms, 0, 600'000);
+  v.Range("retries.max_attempts", config.retries.max_attempts, 1, 100);
+  v.Range("health_check_interval_ms", config.health_check_interval_ms, 0, 86'400'000);
+
+  const std::vector<std::string> models = config.ModelNames();
+  auto known_group = [&](const std::string& name) {
+    return std::find(models.begin(), models.end(), name) != models.end();
+  };
+  for (const auto& [group, settings] : config.model_groups) {
+    const std::string path = Cat("model_groups.", group);
+    if (!known_group(group)) v.Problem(path, "no deployment serves this model");
+    if (!settings.routing_strategy.empty()) {
+      v.OneOf(Cat(path, ".routing_strategy"), settings.routing_strategy, kRoutingStrategies);
+    }
+    auto check_chain = [&](std::string_view key, const std::vector<std::string>& chain) {
+      for (size_t i = 0; i < chain.size(); ++i) {
+        const std::string entry = Cat(path, ".", key, "[", i, "]");
+        if (chain[i] == group) {
+          v.Problem(entry, "a group cannot fall back to itself");
+        } else if (!known_group(chain[i])) {
+          v.Problem(entry, "unknown model \"", chain[i], "\"");
+        }
+      }
+    };
+    check_chain("fallbacks", settings.fallbacks);
+    check_chain("context_window_fallbacks", settings.context_window_fallbacks);
+    if (settings.max_input_tokens < 0) {
+      v.Problem(Cat(path, ".max_input_tokens"), "must not be negative");
+    }
+    if (settings.hedge_after_ms < 0 && settings.hedge_after_ms != kHedgeAfterP95) {
+      v.Problem(Cat(path, ".hedge_after_ms"), "must be a number of milliseconds or \"p95\"");
+    }
+  }
+
   v.NotEmpty("module_id", config.module_id);
   v.NotEmpty("data_dir", config.data_dir);
   v.OneOf("routing_strategy", config.routing_strategy, kRoutingStrategies);

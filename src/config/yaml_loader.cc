@@ -29,6 +29,18 @@
 //     first_byte_ms: 120000          # AILB_FIRST_BYTE_TIMEOUT_MS
 //     total_ms: 600000               # AILB_TOTAL_TIMEOUT_MS
 //     stream_idle_ms: 120000         # AILB_STREAM_IDLE_TIMEOUT_MS
+//   retries:
+//     backoff_base_ms: 25            # AILB_RETRY_BACKOFF_MS (first failover is immediate)
+//     backoff_max_ms: 2000           # AILB_RETRY_BACKOFF_MAX_MS
+//     max_attempts: 10               # AILB_MAX_ATTEMPTS
+//   health_check_interval_ms: 0      # AILB_HEALTH_CHECK_INTERVAL_MS (0 = no active checks)
+//   model_groups:                    # per model group; every key optional
+//     gpt-4o:
+//       routing_strategy: latency_optimized
+//       fallbacks: [gpt-4o-mini]     # tried when every gpt-4o deployment failed
+//       context_window_fallbacks: [gpt-4o-long]  # tried when the prompt is too long
+//       max_input_tokens: 128000     # estimated prompts above it go to the context fallbacks
+//       hedge_after_ms: 800          # or p95; second attempt when no byte came by then
 //   model_list:
 //     # ailb's flat form.
 //     - model_name: gpt-4o           # public name (required); entries sharing it form a group
@@ -154,6 +166,19 @@ class YamlReader {
              [&](const YAML::Node& node, const std::string& path) {
                ReadModelList(node, path, config, sources);
              }},
+            {"model_groups", [&](const YAML::Node& node,
+                                 const std::string& path) { ReadModelGroups(node, path, config); }},
+            {"retries",
+             [&](const YAML::Node& node, const std::string& path) {
+               RetryConfig& retries = config->retries;
+               ReadMapping(node, path,
+                           {
+                               {"backoff_base_ms", IntegerInto<int>(&retries.backoff_base_ms)},
+                               {"backoff_max_ms", IntegerInto<int>(&retries.backoff_max_ms)},
+                               {"max_attempts", IntegerInto<int>(&retries.max_attempts)},
+                           });
+             }},
+            {"health_check_interval_ms", IntegerInto<int>(&config->health_check_interval_ms)},
         });
   }
 
@@ -305,6 +330,46 @@ class YamlReader {
       }
       *out = std::move(items);
     };
+  }
+
+  void ReadModelGroups(const YAML::Node& node, const std::string& path, Config* config) {
+    if (node.IsNull()) return;
+    if (!node.IsMap()) {
+      Error(node.Mark(), path, Cat("expected a mapping of model names, got ", KindOf(node)));
+      return;
+    }
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const YAML::Node key_node = it->first;
+      const YAML::Node value_node = it->second;
+      if (!key_node.IsScalar()) {
+        Error(key_node.Mark(), path, "keys must be model names");
+        continue;
+      }
+      const std::string group_path = Cat(path, ".", key_node.Scalar());
+      ModelGroupConfig& group = config->model_groups[key_node.Scalar()];
+      ReadMapping(value_node, group_path,
+                  {
+                      {"routing_strategy", StringInto(&group.routing_strategy, /*lower=*/true)},
+                      {"fallbacks", StringListInto(&group.fallbacks)},
+                      {"context_window_fallbacks", StringListInto(&group.context_window_fallbacks)},
+                      {"max_input_tokens", IntegerInto<int64_t>(&group.max_input_tokens)},
+                      {"hedge_after_ms",
+                       [this, &group](const YAML::Node& value, const std::string& value_path) {
+                         std::optional<std::string> text = Scalar(value, value_path);
+                         if (!text) return;
+                         if (AsciiLower(*text) == "p95") {
+                           group.hedge_after_ms = kHedgeAfterP95;
+                           return;
+                         }
+                         int ms = 0;
+                         if (ParseAt(value, [&](std::vector<std::string>* problems) {
+                               return ParseInteger(value_path, *text, &ms, problems);
+                             })) {
+                           group.hedge_after_ms = ms;
+                         }
+                       }},
+                  });
+    }
   }
 
   void ReadModelList(const YAML::Node& node, const std::string& path, Config* config,

@@ -8,7 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "ailb/common/hash.h"
 #include "ailb/common/strings.h"
-#include "ailb/provider/adapter.h"
+#include "ailb/gateway/health_checker.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -76,39 +76,6 @@ struct ProbeResults {
   std::condition_variable done;
   std::map<std::string, std::string> checks;
   size_t pending = 0;
-};
-
-class ProbeObserver final : public upstream::ResponseObserver {
- public:
-  ProbeObserver(std::shared_ptr<ProbeResults> results, std::string key, SteadyTime started)
-      : results_(std::move(results)), key_(std::move(key)), started_(started) {}
-  bool OnResponseHead(int http_status, const upstream::Headers&) override {
-    status_ = http_status;
-    return true;
-  }
-  bool OnBodyData(std::string_view) override { return true; }
-  void OnComplete(const absl::Status& status) override {
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::steady_clock::now() - started_)
-                        .count();
-    std::string verdict;
-    if (!status.ok()) {
-      verdict = absl::StrCat("error: ", status.message());
-    } else if (status_ >= 200 && status_ < 300) {
-      verdict = absl::StrCat("ok (HTTP ", status_, ", ", ms, " ms)");
-    } else {
-      verdict = absl::StrCat("error: HTTP ", status_);
-    }
-    std::lock_guard lock(results_->mu);
-    results_->checks[key_] = verdict;
-    if (--results_->pending == 0) results_->done.notify_all();
-  }
-
- private:
-  std::shared_ptr<ProbeResults> results_;
-  const std::string key_;
-  const SteadyTime started_;
-  int status_ = 0;
 };
 
 class LiveModuleImpl final : public LiveModule {
@@ -204,27 +171,20 @@ class LiveModuleImpl final : public LiveModule {
     if (!deep) return report;
     ConfigPtr config = deps_.config->Current();
     auto results = std::make_shared<ProbeResults>();
-    std::vector<std::pair<upstream::Request, std::string>> probes;
+    results->pending = config->deployments.size();
     for (const config::Deployment& d : config->deployments) {
-      const std::string key = absl::StrCat("probe.", d.id);
-      absl::StatusOr<std::shared_ptr<const provider::ProviderAdapter>> adapter =
-          provider::AdapterFor(d.provider);
-      absl::StatusOr<upstream::Request> request =
-          adapter.ok() ? (*adapter)->EncodeHealthProbe(d) : adapter.status();
-      if (!request.ok()) {
-        report.details[key] = absl::StrCat("error: ", request.status().message());
-        continue;
-      }
-      request->connect_timeout = std::min(request->connect_timeout, deps_.deep_check_timeout);
-      request->first_byte_timeout = deps_.deep_check_timeout;
-      request->total_timeout = deps_.deep_check_timeout;
-      probes.emplace_back(*std::move(request), key);
+      gateway::ProbeDeployment(*deps_.client, d, deps_.deep_check_timeout,
+                               [results, key = absl::StrCat("probe.", d.id)](
+                                   const absl::Status& status, std::chrono::milliseconds elapsed) {
+                                 const std::string verdict =
+                                     status.ok() ? absl::StrCat("ok (", elapsed.count(), " ms)")
+                                                 : absl::StrCat("error: ", status.message());
+                                 std::lock_guard lock(results->mu);
+                                 results->checks[key] = verdict;
+                                 if (--results->pending == 0) results->done.notify_all();
+                               });
     }
-    results->pending = probes.size();
-    for (auto& [request, key] : probes) {
-      deps_.client->Start(std::move(request), std::make_shared<ProbeObserver>(
-                                                  results, key, std::chrono::steady_clock::now()));
-    }
+    const size_t probes = config->deployments.size();
     std::unique_lock lock(results->mu);
     results->done.wait_for(lock, deps_.deep_check_timeout + std::chrono::seconds(1),
                            [&] { return results->pending == 0; });
@@ -234,12 +194,12 @@ class LiveModuleImpl final : public LiveModule {
       if (verdict.rfind("ok", 0) != 0) ++failed;
     }
     if (failed > 0 && report.status == ModuleHealth::kHealthy) {
-      report.status = static_cast<size_t>(failed) == probes.size() ? ModuleHealth::kUnhealthy
-                                                                   : ModuleHealth::kDegraded;
+      report.status = static_cast<size_t>(failed) == probes ? ModuleHealth::kUnhealthy
+                                                            : ModuleHealth::kDegraded;
       report.instance.health = report.status;
     }
-    absl::StrAppend(&report.message, "; deep check: ", probes.size() - failed, " of ",
-                    probes.size(), " deployments answered");
+    absl::StrAppend(&report.message, "; deep check: ", probes - failed, " of ", probes,
+                    " deployments answered");
     return report;
   }
 

@@ -1,7 +1,10 @@
 #include "ailb/gateway/gateway.h"
 
 #include <algorithm>
+#include <map>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ailb/common/status.h"
@@ -17,8 +20,6 @@ using nlohmann::json;
 
 // Replies larger than this are not a chat completion; refuse rather than buffer without bound.
 constexpr size_t kMaxBufferedReplyBytes = 64 << 20;
-// Every deployment of a plan may be tried (within the request deadline), up to this many.
-constexpr int kMaxAttempts = 10;
 
 int64_t MillisBetween(SteadyTime from, SteadyTime to) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
@@ -59,21 +60,79 @@ void SendError(ResponseSink& sink, const absl::Status& status, upstream::Headers
   sink.SendJson(error.http_status, headers, OpenAIErrorBody(error));
 }
 
+namespace {
+
+// Per-request overrides, validated. Deadlines may only be shortened: the configured values are
+// the operator's limits.
+struct RequestOverrides {
+  std::string strategy;  // empty: the group's
+  int total_ms = 0;
+  int first_byte_ms = 0;
+};
+
+absl::StatusOr<int> ParseDeadlineHeader(const std::optional<std::string>& text,
+                                        std::string_view header, int limit_ms) {
+  if (!text) return limit_ms;
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(ToAbsl(*text), &value) || value <= 0) {
+    return InvalidFieldError(header, absl::StrCat(ToAbsl(header),
+                                                  " must be a positive number of milliseconds, "
+                                                  "got '",
+                                                  *text, "'"));
+  }
+  return static_cast<int>(std::min<int64_t>(value, limit_ms));
+}
+
+absl::StatusOr<RequestOverrides> ParseOverrides(const RequestContext& context,
+                                                const config::Config& config) {
+  RequestOverrides overrides;
+  if (context.routing_strategy && !context.routing_strategy->empty()) {
+    overrides.strategy = absl::AsciiStrToLower(ToAbsl(*context.routing_strategy));
+    absl::Status known = router::CheckStrategyImplemented(overrides.strategy);
+    if (!known.ok()) {
+      return InvalidFieldError("X-Ailb-Routing-Strategy",
+                               absl::StrCat("X-Ailb-Routing-Strategy: ", known.message()));
+    }
+  }
+  AILB_ASSIGN_OR_RETURN(
+      overrides.total_ms,
+      ParseDeadlineHeader(context.timeout_ms, "X-Ailb-Timeout-Ms", config.timeouts.total_ms));
+  AILB_ASSIGN_OR_RETURN(
+      overrides.first_byte_ms,
+      ParseDeadlineHeader(context.first_byte_timeout_ms, "X-Ailb-First-Byte-Timeout-Ms",
+                          config.timeouts.first_byte_ms));
+  return overrides;
+}
+
+}  // namespace
+
 // One chat request in flight. After construction every member is touched only on the upstream
 // client's event thread (work is posted there with RunAfter), so it needs no lock.
+//
+// A request runs attempts one after another along its plan: the deployments of its model group,
+// then of its fallback groups. With hedging, a second attempt may run beside the first; the
+// first to deliver a byte of a successful reply wins and the other is cancelled.
 class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
  public:
   ChatExchange(Gateway& gateway, llm::ChatRequest request, RequestContext context,
                std::shared_ptr<ResponseSink> sink, std::shared_ptr<const config::Config> config,
-               std::vector<const config::Deployment*> plan)
+               std::string group, std::vector<const config::Deployment*> plan,
+               RequestOverrides overrides)
       : gateway_(gateway),
         request_(std::move(request)),
         context_(std::move(context)),
         sink_(std::move(sink)),
         config_(std::move(config)),
+        overrides_(std::move(overrides)),
+        requested_group_(group),
+        group_(std::move(group)),
         plan_(std::move(plan)),
         completion_id_(absl::StrCat("chatcmpl-", RandomToken(gateway.random_, 24))),
-        deadline_(context_.received_at + std::chrono::milliseconds(config_->timeouts.total_ms)) {
+        deadline_(context_.received_at + std::chrono::milliseconds(overrides_.total_ms)) {
+    const config::ModelGroupConfig& settings = config_->GroupSettings(group_);
+    fallback_queue_ = settings.fallbacks;
+    context_queue_ = settings.context_window_fallbacks;
+    tried_groups_.push_back(group_);
     gateway_.inflight_.Enter();
     if (gateway_.hooks_.metrics) gateway_.hooks_.metrics->RequestStarted();
   }
@@ -82,60 +141,105 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
     gateway_.inflight_.Leave();
   }
 
-  void Post(std::function<void(ChatExchange&)> work) {
-    gateway_.client_.RunAfter(std::chrono::milliseconds(0),
+  void Post(std::function<void(ChatExchange&)> work,
+            std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
+    gateway_.client_.RunAfter(delay,
                               [self = shared_from_this(), work = std::move(work)] { work(*self); });
   }
 
+  // The first attempt, or straight to the context-window fallbacks when the prompt is known to
+  // be too long for this group; `plan_error` is why the requested group has no plan (all cooling
+  // down) when it has fallbacks to go to.
+  void Begin(absl::Status plan_error);
   void StartNextAttempt();
   void CancelByClient();
 
-  bool OnHead(int attempt, int http_status, const upstream::Headers& headers);
-  bool OnData(int attempt, std::string_view data);
-  void OnDone(int attempt, const absl::Status& transport_status);
+  bool OnHead(int number, int http_status, const upstream::Headers& headers);
+  bool OnData(int number, std::string_view data);
+  void OnDone(int number, const absl::Status& transport_status);
 
  private:
+  struct Attempt {
+    int number = 0;
+    const config::Deployment* deployment = nullptr;
+    std::shared_ptr<const provider::ProviderAdapter> adapter;
+    SteadyTime started;
+    upstream::HttpClient::TransferId transfer = 0;
+    int http_status = 0;
+    upstream::Headers headers;
+    std::string body;
+    std::unique_ptr<provider::StreamDecoder> decoder;
+    absl::Status decode_error;
+    bool superseded = false;  // cancelled by us: lost a hedge race or the request ended
+  };
+
+  Attempt* Find(int number) {
+    auto it = running_.find(number);
+    return it == running_.end() ? nullptr : it->second.get();
+  }
+  bool Is2xx(const Attempt& a) const { return a.http_status >= 200 && a.http_status < 300; }
+  // Moves to the next fallback group (context-window ones after a context error); false when
+  // none is left.
+  bool AdvanceToFallbackGroup();
+  void MaybeScheduleHedge(int first_number);
+  void StartHedge(int first_number);
+  // Cancels every running attempt but `keep` (0: all).
+  void CancelOthers(int keep);
+  // The wait before the next attempt: none for the first failover, then exponential with equal
+  // jitter, capped by configuration and the deadline.
+  std::chrono::milliseconds BackoffDelay() const;
   // Books the success, then sends `json_reply` (non-stream) or ends the stream. Bookkeeping
   // comes first so a client that has the reply also sees its effects (stats, affinity).
-  void Succeed(std::optional<std::pair<upstream::Headers, std::string>> json_reply);
-  void FailAttempt(absl::Status error);
+  void Succeed(Attempt& winner, std::optional<std::pair<upstream::Headers, std::string>> reply);
+  void FailAttempt(int number, const config::Deployment* failed, absl::Status error);
   void FinishWithError(const absl::Status& error);
   // Formats decoded chunks for the client; records usage and finish reason on the way.
   std::string FormatChunks(std::vector<json>& chunks);
   bool WriteStream(std::string data);
-  // `attempt_in_progress`: the current attempt's upstream time is not yet in upstream_seconds_.
+  // `attempt_in_progress`: the winner's upstream time is not yet in upstream_seconds_.
   upstream::Headers ReplyHeaders(bool attempt_in_progress) const;
   // Writes the access log line and the request's metrics, once.
   void Record(int http_status, std::string_view outcome);
+  // The price-table cost of the usage reported so far (0 before a deployment served).
+  double CostUsd() const {
+    if (deployment_ == nullptr || winner_ == 0) return 0;
+    return static_cast<double>(usage_.prompt_tokens) * deployment_->input_cost_per_token +
+           static_cast<double>(usage_.completion_tokens) * deployment_->output_cost_per_token;
+  }
 
   Gateway& gateway_;
   const llm::ChatRequest request_;
   const RequestContext context_;
   const std::shared_ptr<ResponseSink> sink_;
   const std::shared_ptr<const config::Config> config_;  // the snapshot this request started on
-  const std::vector<const config::Deployment*> plan_;
+  const RequestOverrides overrides_;
+  const std::string requested_group_;
+  std::string group_;  // the group being tried now
+  std::vector<const config::Deployment*> plan_;
+  size_t next_in_plan_ = 0;
+  std::vector<std::string> fallback_queue_;
+  std::vector<std::string> context_queue_;
+  std::vector<std::string> tried_groups_;
+  bool context_error_ = false;  // the prompt is too long for the groups tried so far
   const std::string completion_id_;
   const SteadyTime deadline_;
 
-  size_t next_in_plan_ = 0;
   int attempts_ = 0;
+  int failures_ = 0;
+  int fallbacks_ = 0;
+  int hedges_ = 0;
   bool finished_ = false;
   bool committed_ = false;  // bytes of a reply have been handed to the client
   bool client_gone_ = false;
-  upstream::HttpClient::TransferId transfer_ = 0;
+  std::map<int, std::unique_ptr<Attempt>> running_;  // by attempt number
+  int winner_ = 0;  // the attempt whose reply the client gets; 0 until one delivers a byte
 
-  // The current attempt.
+  // The attempt that decided the outcome (the winner, or the last that failed).
   const config::Deployment* deployment_ = nullptr;
-  std::shared_ptr<const provider::ProviderAdapter> adapter_;
   SteadyTime attempt_started_;
-  int http_status_ = 0;
-  upstream::Headers upstream_headers_;
-  std::string body_;
-  std::unique_ptr<provider::StreamDecoder> decoder_;
-  absl::Status decode_error_;
   std::vector<json> chunks_;
-
   absl::Status last_error_;
+  const config::Deployment* last_failed_ = nullptr;
   llm::Usage usage_;
   std::string finish_reason_;
   bool recorded_ = false;
@@ -150,23 +254,87 @@ namespace {
 // dropped by the exchange.
 class AttemptObserver final : public upstream::ResponseObserver {
  public:
-  AttemptObserver(std::shared_ptr<ChatExchange> exchange, int attempt)
-      : exchange_(std::move(exchange)), attempt_(attempt) {}
+  AttemptObserver(std::shared_ptr<ChatExchange> exchange, int number)
+      : exchange_(std::move(exchange)), number_(number) {}
   bool OnResponseHead(int http_status, const upstream::Headers& headers) override {
-    return exchange_->OnHead(attempt_, http_status, headers);
+    return exchange_->OnHead(number_, http_status, headers);
   }
-  bool OnBodyData(std::string_view data) override { return exchange_->OnData(attempt_, data); }
-  void OnComplete(const absl::Status& status) override { exchange_->OnDone(attempt_, status); }
+  bool OnBodyData(std::string_view data) override { return exchange_->OnData(number_, data); }
+  void OnComplete(const absl::Status& status) override { exchange_->OnDone(number_, status); }
 
  private:
   std::shared_ptr<ChatExchange> exchange_;
-  const int attempt_;
+  const int number_;
 };
 
 }  // namespace
 
+void ChatExchange::Begin(absl::Status plan_error) {
+  const config::ModelGroupConfig& settings = config_->GroupSettings(group_);
+  if (!plan_error.ok()) {
+    last_error_ = std::move(plan_error);
+  } else if (settings.max_input_tokens > 0 && !context_queue_.empty()) {
+    const int64_t estimate = llm::EstimatePromptTokens(request_.body);
+    if (estimate > settings.max_input_tokens) {
+      context_error_ = true;
+      next_in_plan_ = plan_.size();
+      last_error_ = WithErrorCode(
+          InvalidFieldError("messages",
+                            absl::StrCat("the prompt (about ", estimate,
+                                         " tokens) exceeds the context window of "
+                                         "model '",
+                                         group_, "' (", settings.max_input_tokens, " tokens)")),
+          "context_length_exceeded");
+    }
+  }
+  StartNextAttempt();
+}
+
+bool ChatExchange::AdvanceToFallbackGroup() {
+  std::vector<std::string>& queue = context_error_ ? context_queue_ : fallback_queue_;
+  // A client's bad request fails in any group; only deployment faults and context errors move.
+  if (!context_error_ && !last_error_.ok() && !router::IsDeploymentFault(last_error_)) {
+    return false;
+  }
+  while (!queue.empty()) {
+    std::string next = queue.front();
+    queue.erase(queue.begin());
+    if (std::find(tried_groups_.begin(), tried_groups_.end(), next) != tried_groups_.end()) {
+      continue;
+    }
+    tried_groups_.push_back(next);
+    absl::StatusOr<std::vector<const config::Deployment*>> plan =
+        gateway_.router_.Plan(*config_, next, request_.stream, overrides_.strategy);
+    if (!plan.ok()) {
+      if (last_error_.ok()) last_error_ = plan.status();
+      continue;
+    }
+    spdlog::info("request_id={} falling back from model '{}' to '{}'{}", context_.request_id,
+                 group_, next, context_error_ ? " (context window)" : "");
+    group_ = std::move(next);
+    plan_ = *std::move(plan);
+    next_in_plan_ = 0;
+    ++fallbacks_;
+    return true;
+  }
+  return false;
+}
+
 void ChatExchange::StartNextAttempt() {
-  while (!finished_ && next_in_plan_ < plan_.size() && attempts_ < kMaxAttempts) {
+  if (finished_) return;
+  if (client_gone_) {
+    if (running_.empty()) {
+      finished_ = true;
+      Record(499, "client_closed");
+    }
+    return;
+  }
+  const int max_attempts = config_->retries.max_attempts;
+  while (attempts_ < max_attempts) {
+    if (next_in_plan_ >= plan_.size()) {
+      if (!AdvanceToFallbackGroup()) break;
+      continue;
+    }
     const config::Deployment* deployment = plan_[next_in_plan_++];
     // The plan was made before earlier attempts failed; skip what has tripped since.
     if (attempts_ > 0 && !gateway_.health_.Admits(deployment->id)) continue;
@@ -189,103 +357,205 @@ void ChatExchange::StartNextAttempt() {
     const config::TimeoutConfig& timeouts = config_->timeouts;
     encoded->connect_timeout = std::min(remaining, std::chrono::milliseconds(timeouts.connect_ms));
     encoded->first_byte_timeout =
-        std::min(remaining, std::chrono::milliseconds(timeouts.first_byte_ms));
+        std::min(remaining, std::chrono::milliseconds(overrides_.first_byte_ms));
     encoded->idle_timeout = std::chrono::milliseconds(timeouts.stream_idle_ms);
     encoded->total_timeout = remaining;
 
-    deployment_ = deployment;
-    adapter_ = *std::move(adapter);
-    attempt_started_ = now;
-    http_status_ = 0;
-    upstream_headers_.clear();
-    body_.clear();
-    decoder_.reset();
-    decode_error_ = absl::OkStatus();
-    ++attempts_;
+    auto attempt = std::make_unique<Attempt>();
+    attempt->number = ++attempts_;
+    attempt->deployment = deployment;
+    attempt->adapter = *std::move(adapter);
+    attempt->started = now;
+    Attempt& started = *attempt;
+    running_.emplace(started.number, std::move(attempt));
+    if (winner_ == 0) deployment_ = deployment;
     gateway_.health_.OnAttemptStart(deployment->id);
-    transfer_ = gateway_.client_.Start(
-        std::move(*encoded), std::make_shared<AttemptObserver>(shared_from_this(), attempts_));
+    started.transfer = gateway_.client_.Start(
+        std::move(*encoded), std::make_shared<AttemptObserver>(shared_from_this(), started.number));
+    if (hedges_ == 0 && winner_ == 0) MaybeScheduleHedge(started.number);
     return;
   }
-  if (finished_) return;
+  // A hedge partner still running decides the outcome.
+  if (!running_.empty()) return;
   if (gateway_.clock_.Now() >= deadline_) {
     FinishWithError(
-        WithErrorCode(absl::DeadlineExceededError(absl::StrCat(
-                          "the request deadline of ", config_->timeouts.total_ms, " ms passed")),
+        WithErrorCode(absl::DeadlineExceededError(absl::StrCat("the request deadline of ",
+                                                               overrides_.total_ms, " ms passed")),
                       "upstream_timeout"));
     return;
   }
   FinishWithError(last_error_.ok() ? absl::UnavailableError("no deployment could take the request")
-                                   : ClientFacingError(last_error_, deployment_));
+                                   : ClientFacingError(last_error_, last_failed_));
+}
+
+void ChatExchange::MaybeScheduleHedge(int first_number) {
+  const int configured = config_->GroupSettings(group_).hedge_after_ms;
+  if (configured == 0) return;
+  std::chrono::milliseconds delay(configured);
+  if (configured == config::kHedgeAfterP95) {
+    std::vector<std::string> ids;
+    for (const config::Deployment* d : plan_) ids.push_back(d->id);
+    std::optional<std::chrono::milliseconds> p95 = gateway_.health_.FirstByteP95(ids);
+    if (!p95) return;  // not enough samples yet to know what "slow" is
+    delay = std::max(*p95, std::chrono::milliseconds(1));
+  }
+  Post([first_number](ChatExchange& e) { e.StartHedge(first_number); }, delay);
+}
+
+void ChatExchange::StartHedge(int first_number) {
+  // Only while the first attempt is still waiting for its first byte and nothing else runs.
+  if (finished_ || client_gone_ || winner_ != 0 || hedges_ > 0) return;
+  if (running_.size() != 1 || Find(first_number) == nullptr) return;
+  if (next_in_plan_ >= plan_.size()) return;  // no other deployment in this group
+  ++hedges_;
+  spdlog::debug("request_id={} hedging attempt {} after its first byte was late",
+                context_.request_id, first_number);
+  StartNextAttempt();
+}
+
+void ChatExchange::CancelOthers(int keep) {
+  std::vector<int> numbers;
+  for (auto& [number, attempt] : running_) {
+    if (number != keep && !attempt->superseded) numbers.push_back(number);
+  }
+  for (int number : numbers) {
+    Attempt* a = Find(number);
+    a->superseded = true;
+    gateway_.health_.OnNeutral(a->deployment->id);
+    gateway_.client_.Cancel(a->transfer);
+  }
+}
+
+std::chrono::milliseconds ChatExchange::BackoffDelay() const {
+  if (failures_ <= 1) return std::chrono::milliseconds(0);
+  const config::RetryConfig& retries = config_->retries;
+  const int64_t ceiling =
+      std::min<int64_t>(retries.backoff_max_ms, static_cast<int64_t>(retries.backoff_base_ms)
+                                                    << std::min(failures_ - 2, 20));
+  // Equal jitter: half fixed, half random, so concurrent retries spread out.
+  const int64_t delay =
+      ceiling / 2 +
+      static_cast<int64_t>(gateway_.random_.Uniform() * static_cast<double>(ceiling - ceiling / 2));
+  const auto remaining =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - gateway_.clock_.Now());
+  return std::max(std::chrono::milliseconds(0),
+                  std::min(std::chrono::milliseconds(delay), remaining));
 }
 
 void ChatExchange::CancelByClient() {
   if (finished_) return;
   client_gone_ = true;
-  if (attempts_ > 0) gateway_.client_.Cancel(transfer_);
+  if (running_.empty()) {
+    // Between attempts (a backoff wait): nothing to cancel, the request ends here.
+    finished_ = true;
+    Record(499, "client_closed");
+    return;
+  }
+  for (auto& [number, attempt] : running_) gateway_.client_.Cancel(attempt->transfer);
 }
 
-bool ChatExchange::OnHead(int attempt, int http_status, const upstream::Headers& headers) {
-  if (attempt != attempts_ || finished_ || client_gone_) return false;
-  http_status_ = http_status;
-  upstream_headers_ = headers;
-  if (request_.stream && http_status >= 200 && http_status < 300) {
-    decoder_ = adapter_->NewStreamDecoder();
-  }
+bool ChatExchange::OnHead(int number, int http_status, const upstream::Headers& headers) {
+  Attempt* a = Find(number);
+  if (a == nullptr || a->superseded || finished_ || client_gone_) return false;
+  a->http_status = http_status;
+  a->headers = headers;
+  if (request_.stream && Is2xx(*a)) a->decoder = a->adapter->NewStreamDecoder();
   return true;
 }
 
-bool ChatExchange::OnData(int attempt, std::string_view data) {
-  if (attempt != attempts_ || finished_ || client_gone_) return false;
-  if (!decoder_) {
-    if (body_.size() + data.size() > kMaxBufferedReplyBytes) {
-      decode_error_ = BadGatewayError("upstream reply exceeds 64 MiB");
+bool ChatExchange::OnData(int number, std::string_view data) {
+  Attempt* a = Find(number);
+  if (a == nullptr || a->superseded || finished_ || client_gone_) return false;
+  if (winner_ == 0 && Is2xx(*a)) {
+    // The first successful byte decides a hedge race.
+    winner_ = number;
+    deployment_ = a->deployment;
+    attempt_started_ = a->started;
+    gateway_.health_.RecordFirstByte(
+        a->deployment->id,
+        std::chrono::duration_cast<std::chrono::microseconds>(gateway_.clock_.Now() - a->started));
+    CancelOthers(number);
+  }
+  if (!a->decoder) {
+    if (a->body.size() + data.size() > kMaxBufferedReplyBytes) {
+      a->decode_error = BadGatewayError("upstream reply exceeds 64 MiB");
       return false;
     }
-    body_.append(data.data(), data.size());
+    a->body.append(data.data(), data.size());
     return true;
   }
   chunks_.clear();
-  absl::Status fed = decoder_->Feed(data, chunks_);
+  absl::Status fed = a->decoder->Feed(data, chunks_);
   std::string out = FormatChunks(chunks_);
   if (!out.empty() && !WriteStream(std::move(out))) return false;
   if (!fed.ok()) {
-    decode_error_ = fed;
+    a->decode_error = fed;
     return false;
   }
   return true;
 }
 
-void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
-  if (attempt != attempts_ || finished_) return;
-  upstream_seconds_ +=
-      std::chrono::duration<double>(gateway_.clock_.Now() - attempt_started_).count();
-  if (client_gone_) {
-    gateway_.health_.OnNeutral(deployment_->id);
-    finished_ = true;
-    Record(499, "client_closed");
+void ChatExchange::OnDone(int number, const absl::Status& transport_status) {
+  auto it = running_.find(number);
+  if (it == running_.end()) return;
+  std::unique_ptr<Attempt> owned = std::move(it->second);
+  running_.erase(it);
+  Attempt& a = *owned;
+  if (a.superseded) {
+    // Cancelled by us (its health verdict was booked then); a client that left ends here.
+    if (client_gone_ && running_.empty() && !finished_) {
+      finished_ = true;
+      Record(499, "client_closed");
+    }
     return;
   }
-  if (!decode_error_.ok()) return FailAttempt(decode_error_);
-  if (!transport_status.ok()) return FailAttempt(transport_status);
-  if (http_status_ < 200 || http_status_ >= 300) {
-    return FailAttempt(adapter_->DecodeError(http_status_, upstream_headers_, body_));
+  if (finished_) {
+    gateway_.health_.OnNeutral(a.deployment->id);
+    return;
   }
-  if (decoder_) {
+  if (winner_ == number || winner_ == 0) {
+    upstream_seconds_ += std::chrono::duration<double>(gateway_.clock_.Now() - a.started).count();
+  }
+  if (client_gone_) {
+    gateway_.health_.OnNeutral(a.deployment->id);
+    if (running_.empty()) {
+      finished_ = true;
+      Record(499, "client_closed");
+    }
+    return;
+  }
+  if (!a.decode_error.ok()) return FailAttempt(number, a.deployment, a.decode_error);
+  if (!transport_status.ok()) return FailAttempt(number, a.deployment, transport_status);
+  if (!Is2xx(a))
+    return FailAttempt(number, a.deployment,
+                       a.adapter->DecodeError(a.http_status, a.headers, a.body));
+  if (winner_ == 0) {
+    // A complete, successful reply with an empty body: it wins by finishing.
+    winner_ = number;
+    deployment_ = a.deployment;
+    attempt_started_ = a.started;
+    CancelOthers(number);
+  }
+  if (a.decoder) {
     chunks_.clear();
-    absl::Status ended = decoder_->Finish(chunks_);
+    absl::Status ended = a.decoder->Finish(chunks_);
     std::string out = FormatChunks(chunks_);
-    if (!out.empty() && !WriteStream(std::move(out))) return OnDone(attempt, absl::OkStatus());
-    if (!ended.ok()) return FailAttempt(ended);
+    if (!out.empty() && !WriteStream(std::move(out))) {
+      gateway_.health_.OnNeutral(a.deployment->id);
+      finished_ = true;
+      Record(499, "client_closed");
+      return;
+    }
+    if (!ended.ok()) return FailAttempt(number, a.deployment, ended);
     if (!committed_) {
       // A well-formed but empty stream: still a valid (empty) reply.
       sink_->StartStream(ReplyHeaders(/*attempt_in_progress=*/false));
       committed_ = true;
     }
-    return Succeed(std::nullopt);
+    return Succeed(a, std::nullopt);
   }
-  absl::StatusOr<json> reply = adapter_->DecodeChat(body_);
-  if (!reply.ok()) return FailAttempt(reply.status());
+  absl::StatusOr<json> reply = a.adapter->DecodeChat(a.body);
+  if (!reply.ok()) return FailAttempt(number, a.deployment, reply.status());
   (*reply)["id"] = completion_id_;
   if (!reply->contains("created") || !(*reply)["created"].is_number()) {
     (*reply)["created"] = std::chrono::duration_cast<std::chrono::seconds>(
@@ -302,55 +572,71 @@ void ChatExchange::OnDone(int attempt, const absl::Status& transport_status) {
   first_byte_at_ = gateway_.clock_.Now();
   std::string out = llm::DumpJson(*reply);
   bytes_sent_ += static_cast<int64_t>(out.size());
-  Succeed(std::make_pair(ReplyHeaders(/*attempt_in_progress=*/false), std::move(out)));
+  Succeed(a, std::make_pair(ReplyHeaders(/*attempt_in_progress=*/false), std::move(out)));
 }
 
-void ChatExchange::Succeed(std::optional<std::pair<upstream::Headers, std::string>> json_reply) {
+void ChatExchange::Succeed(Attempt& winner,
+                           std::optional<std::pair<upstream::Headers, std::string>> reply) {
   const SteadyTime now = gateway_.clock_.Now();
   std::optional<std::chrono::microseconds> ttft;
   if (request_.stream && first_byte_at_) {
-    ttft =
-        std::chrono::duration_cast<std::chrono::microseconds>(*first_byte_at_ - attempt_started_);
+    ttft = std::chrono::duration_cast<std::chrono::microseconds>(*first_byte_at_ - winner.started);
   }
   gateway_.health_.OnSuccess(
-      deployment_->id,
-      std::chrono::duration_cast<std::chrono::microseconds>(now - attempt_started_), ttft);
-  gateway_.health_.RecordTokens(deployment_->id, usage_.prompt_tokens + usage_.completion_tokens);
+      winner.deployment->id,
+      std::chrono::duration_cast<std::chrono::microseconds>(now - winner.started), ttft);
+  gateway_.health_.RecordTokens(winner.deployment->id,
+                                usage_.prompt_tokens + usage_.completion_tokens);
   if (config_->session_affinity && gateway_.hooks_.affinity && request_.session_id) {
-    gateway_.hooks_.affinity->Remember(*request_.session_id, deployment_->id);
+    gateway_.hooks_.affinity->Remember(*request_.session_id, winner.deployment->id);
   }
   finished_ = true;
-  if (!json_reply) bytes_sent_ += static_cast<int64_t>(provider::kSseDone.size());
+  if (!reply) bytes_sent_ += static_cast<int64_t>(provider::kSseDone.size());
   Record(200, "ok");
-  if (json_reply) {
-    sink_->SendJson(200, json_reply->first, std::move(json_reply->second));
+  if (reply) {
+    sink_->SendJson(200, reply->first, std::move(reply->second));
   } else {
     sink_->SendStreamData(std::string(provider::kSseDone));
     sink_->EndStream();
   }
 }
 
-void ChatExchange::FailAttempt(absl::Status error) {
-  gateway_.health_.OnFailure(deployment_->id, error);
-  spdlog::warn("request_id={} attempt={} deployment={} failed: {}", context_.request_id, attempts_,
-               deployment_->id, ToStd(error.message()));
+void ChatExchange::FailAttempt(int number, const config::Deployment* failed, absl::Status error) {
+  last_failed_ = failed;
+  gateway_.health_.OnFailure(failed->id, error);
+  spdlog::warn("request_id={} attempt={} deployment={} failed: {}", context_.request_id, number,
+               failed->id, ToStd(error.message()));
   if (committed_) {
     // Bytes already reached the client: the stream cannot move elsewhere, so end it honestly.
-    WriteStream(SseErrorEvent(ClientFacingError(error, deployment_)));
+    WriteStream(SseErrorEvent(ClientFacingError(error, failed)));
     WriteStream(std::string(provider::kSseDone));
     sink_->EndStream();
     finished_ = true;
+    CancelOthers(0);
     Record(200, "stream_failed");
     return;
   }
+  if (number == winner_) winner_ = 0;
   last_error_ = std::move(error);
   if (!router::IsDeploymentFault(last_error_)) {
+    if (router::IsContextWindowError(last_error_) && !context_queue_.empty()) {
+      // Every deployment of this group shares its context window: go to a longer one.
+      context_error_ = true;
+      next_in_plan_ = plan_.size();
+      CancelOthers(0);
+      StartNextAttempt();
+      return;
+    }
     // The request itself is bad; any other deployment would refuse it too.
+    CancelOthers(0);
     return FinishWithError(last_error_);
   }
-  StartNextAttempt();
+  ++failures_;
+  if (!running_.empty()) return;  // the hedge partner may still succeed
+  const std::chrono::milliseconds delay = BackoffDelay();
+  if (delay.count() == 0) return StartNextAttempt();
+  Post([](ChatExchange& e) { e.StartNextAttempt(); }, delay);
 }
-
 void ChatExchange::FinishWithError(const absl::Status& error) {
   if (finished_) return;
   finished_ = true;
@@ -416,6 +702,7 @@ upstream::Headers ChatExchange::ReplyHeaders(bool attempt_in_progress) const {
   headers.emplace_back("x-ailb-deployment", deployment_->id);
   headers.emplace_back("x-ailb-provider", std::string(config::ProviderName(deployment_->provider)));
   headers.emplace_back("x-ailb-attempts", std::to_string(attempts_));
+  headers.emplace_back("x-ailb-model-group", group_);
   return headers;
 }
 
@@ -425,22 +712,23 @@ void ChatExchange::Record(int http_status, std::string_view outcome) {
   const SteadyTime now = gateway_.clock_.Now();
   spdlog::info(
       "access request_id={} client={} model={} stream={} deployment={} attempts={} status={} "
-      "outcome={} prompt_tokens={} completion_tokens={} finish_reason={} latency_ms={} "
-      "upstream_ms={}",
+      "outcome={} prompt_tokens={} completion_tokens={} cost_usd={:.6f} finish_reason={} "
+      "latency_ms={} upstream_ms={} served_model={} fallbacks={} hedges={}",
       context_.request_id, context_.client_address, request_.model, request_.stream,
       deployment_ ? deployment_->id : "-", attempts_, http_status, outcome, usage_.prompt_tokens,
-      usage_.completion_tokens, finish_reason_.empty() ? "-" : finish_reason_,
-      MillisBetween(context_.received_at, now), static_cast<int64_t>(upstream_seconds_ * 1000));
+      usage_.completion_tokens, CostUsd(), finish_reason_.empty() ? "-" : finish_reason_,
+      MillisBetween(context_.received_at, now), static_cast<int64_t>(upstream_seconds_ * 1000),
+      group_, fallbacks_, hedges_);
   if (gateway_.hooks_.metrics == nullptr) return;
   metrics::RequestRecord record;
   record.model = request_.model;
   if (deployment_) {
     record.deployment = deployment_->id;
     record.provider = std::string(config::ProviderName(deployment_->provider));
-    record.cost_usd =
-        static_cast<double>(usage_.prompt_tokens) * deployment_->input_cost_per_token +
-        static_cast<double>(usage_.completion_tokens) * deployment_->output_cost_per_token;
+    record.cost_usd = CostUsd();
   }
+  record.fallbacks = fallbacks_;
+  record.hedges = hedges_;
   record.http_status = http_status;
   record.stream = request_.stream;
   record.attempts = attempts_;
@@ -497,20 +785,33 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
       return [] {};
     }
   }
+  absl::StatusOr<RequestOverrides> overrides = ParseOverrides(context, *config);
+  if (!overrides.ok()) {
+    RecordRefusal(request, context, overrides.status());
+    SendError(*sink, overrides.status());
+    return [] {};
+  }
   // X-Preferred-Model names another model group to use when that group can serve now. Plan
   // once per group: planning advances round-robin rotation.
   std::string model = request.model;
   absl::StatusOr<std::vector<const config::Deployment*>> plan =
       absl::NotFoundError("no preferred model");
   if (context.preferred_model && *context.preferred_model != model) {
-    plan = router_.Plan(*config, *context.preferred_model, request.stream);
+    plan = router_.Plan(*config, *context.preferred_model, request.stream, overrides->strategy);
     if (plan.ok()) model = *context.preferred_model;
   }
-  if (!plan.ok()) plan = router_.Plan(*config, model, request.stream);
+  if (!plan.ok()) plan = router_.Plan(*config, model, request.stream, overrides->strategy);
+  absl::Status plan_error;
   if (!plan.ok()) {
-    RecordRefusal(request, context, plan.status());
-    SendError(*sink, plan.status());
-    return [] {};
+    // Every deployment cooling down is no reason to refuse while a fallback group may serve.
+    const bool has_fallbacks = !config->GroupSettings(model).fallbacks.empty();
+    if (plan.status().code() == absl::StatusCode::kNotFound || !has_fallbacks) {
+      RecordRefusal(request, context, plan.status());
+      SendError(*sink, plan.status());
+      return [] {};
+    }
+    plan_error = plan.status();
+    plan = std::vector<const config::Deployment*>();
   }
   if (config->session_affinity && hooks_.affinity && request.session_id) {
     // The plan only holds deployments that admit traffic now, so a tripped one is skipped.
@@ -520,10 +821,10 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
       if (it != plan->end()) std::rotate(plan->begin(), it, it + 1);
     }
   }
-  auto exchange =
-      std::make_shared<ChatExchange>(*this, std::move(request), std::move(context), std::move(sink),
-                                     std::move(config), *std::move(plan));
-  exchange->Post([](ChatExchange& e) { e.StartNextAttempt(); });
+  auto exchange = std::make_shared<ChatExchange>(*this, std::move(request), std::move(context),
+                                                 std::move(sink), std::move(config), model,
+                                                 *std::move(plan), *std::move(overrides));
+  exchange->Post([plan_error](ChatExchange& e) { e.Begin(plan_error); });
   return [weak = std::weak_ptr<ChatExchange>(exchange)] {
     if (std::shared_ptr<ChatExchange> e = weak.lock()) {
       e->Post([](ChatExchange& x) { x.CancelByClient(); });
@@ -580,10 +881,28 @@ nlohmann::json Gateway::RoutingStats() const {
                    {"state", router::BreakerStateName(h.state)},
                    {"cooldown_remaining_ms", h.cooldown_remaining.count()},
                    {"in_flight", h.in_flight},
-                   {"tokens_this_minute", h.tokens_this_minute}};
+                   {"tokens_this_minute", h.tokens_this_minute},
+                   {"recent_failure_rate", h.failure_rate},
+                   {"traffic_share", h.traffic_share},
+                   {"health_checks_failed", h.health_checks_failed}};
     if (!h.last_error.empty()) stats[d.id]["last_error"] = h.last_error;
   }
-  return {{"routing_strategy", config->routing_strategy}, {"provider_stats", std::move(stats)}};
+  json groups = json::object();
+  for (const std::string& name : config->ModelNames()) {
+    const config::ModelGroupConfig& settings = config->GroupSettings(name);
+    json group = {{"routing_strategy", config->StrategyFor(name)},
+                  {"fallbacks", settings.fallbacks},
+                  {"context_window_fallbacks", settings.context_window_fallbacks}};
+    if (settings.hedge_after_ms == config::kHedgeAfterP95) {
+      group["hedge_after_ms"] = "p95";
+    } else if (settings.hedge_after_ms > 0) {
+      group["hedge_after_ms"] = settings.hedge_after_ms;
+    }
+    groups[name] = std::move(group);
+  }
+  return {{"routing_strategy", config->routing_strategy},
+          {"provider_stats", std::move(stats)},
+          {"model_groups", std::move(groups)}};
 }
 
 Gateway::Health Gateway::CheckHealth() const {

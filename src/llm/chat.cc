@@ -249,4 +249,30 @@ std::string DumpJson(const nlohmann::json& value) {
   return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+int64_t EstimatePromptTokens(const nlohmann::json& body) {
+  constexpr int64_t kPerMessage = 4;
+  auto messages = body.find("messages");
+  if (messages == body.end() || !messages->is_array()) return 0;
+  int64_t chars = 0;
+  int64_t tokens = 0;
+  for (const nlohmann::json& message : *messages) {
+    tokens += kPerMessage;
+    if (!message.is_object()) continue;
+    auto content = message.find("content");
+    if (content == message.end()) continue;
+    if (content->is_string()) {
+      chars += static_cast<int64_t>(content->get_ref<const std::string&>().size());
+    } else if (content->is_array()) {
+      for (const nlohmann::json& part : *content) {
+        if (!part.is_object()) continue;
+        auto text = part.find("text");
+        if (text != part.end() && text->is_string()) {
+          chars += static_cast<int64_t>(text->get_ref<const std::string&>().size());
+        }
+      }
+    }
+  }
+  return tokens + (chars + 3) / 4;
+}
+
 }  // namespace ailb::llm

@@ -83,6 +83,21 @@ void RequestMetrics::RequestFinished(const RequestRecord& r) {
     registry_.GetCounter("litellm_spend_metric", "Spend in USD by price table", by_route)
         .Increment(r.cost_usd);
   }
+  if (r.attempts > 1) {
+    registry_
+        .GetCounter("ailb_retries_total", "Upstream attempts beyond the first, by requested model",
+                    {{"model", r.model}})
+        .Increment(static_cast<double>(r.attempts - 1));
+  }
+  if (r.fallbacks > 0) {
+    registry_
+        .GetCounter("ailb_fallbacks_total", "Moves to a fallback model group", {{"model", r.model}})
+        .Increment(static_cast<double>(r.fallbacks));
+  }
+  if (r.hedges > 0) {
+    registry_.GetCounter("ailb_hedges_total", "Hedged attempts started", {{"model", r.model}})
+        .Increment(static_cast<double>(r.hedges));
+  }
   registry_.GetCounter("ailb_request_bytes_total", "Request body bytes received")
       .Increment(static_cast<double>(r.bytes_received));
   registry_.GetCounter("ailb_response_bytes_total", "Response bytes sent")

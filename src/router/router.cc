@@ -31,7 +31,8 @@ absl::Status CheckStrategyImplemented(std::string_view name) {
 
 absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config::Config& config,
                                                                     std::string_view model,
-                                                                    bool stream) {
+                                                                    bool stream,
+                                                                    std::string_view strategy) {
   std::vector<const config::Deployment*> candidates;
   bool model_known = false;
   std::chrono::milliseconds soonest = std::chrono::milliseconds::max();
@@ -60,6 +61,8 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
                           retry_after);
   }
   const std::string group(model);
+  const std::string chosen_strategy =
+      strategy.empty() ? config.StrategyFor(model) : std::string(strategy);
   std::vector<std::string> versions;
   for (const config::Deployment* d : candidates) {
     if (!d->version.empty() &&
@@ -68,7 +71,8 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
     }
   }
   if (split_ == nullptr || versions.size() < 2) {
-    Order(config.routing_strategy, group, stream, candidates);
+    Order(chosen_strategy, group, stream, candidates);
+    DemoteRamping(candidates);
     return candidates;
   }
   const std::string chosen = split_->Choose(versions, random_.Uniform());
@@ -77,10 +81,22 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
   for (const config::Deployment* d : candidates) {
     (d->version.empty() || d->version == chosen ? first : rest).push_back(d);
   }
-  Order(config.routing_strategy, group, stream, first);
-  Order(config.routing_strategy, group, stream, rest);
+  Order(chosen_strategy, group, stream, first);
+  Order(chosen_strategy, group, stream, rest);
+  DemoteRamping(first);
+  DemoteRamping(rest);
   first.insert(first.end(), rest.begin(), rest.end());
   return first;
+}
+
+void Router::DemoteRamping(std::vector<const config::Deployment*>& candidates) {
+  if (candidates.size() < 2) return;
+  // A deployment ramping back after recovery keeps its place with probability equal to its
+  // traffic share; otherwise it moves behind the others (still there as a fallback).
+  std::stable_partition(candidates.begin(), candidates.end(), [&](const config::Deployment* d) {
+    const double share = health_.TrafficShare(d->id);
+    return share >= 1 || random_.Uniform() < share;
+  });
 }
 
 void Router::OrderByScore(std::vector<const config::Deployment*>& candidates,

@@ -58,6 +58,31 @@ struct TimeoutConfig {
   int stream_idle_ms = 120'000;  // longest silence inside a stream
 };
 
+// Per model group settings (YAML `model_groups:`); a group without an entry uses the defaults.
+struct ModelGroupConfig {
+  std::string routing_strategy;  // empty: the global routing_strategy
+  // Groups tried in order once every deployment of this one has failed (deployment faults only).
+  std::vector<std::string> fallbacks;
+  // Groups tried in order when the prompt is too long for this one: an upstream reported a
+  // context-length error, or the estimated prompt exceeds max_input_tokens.
+  std::vector<std::string> context_window_fallbacks;
+  int64_t max_input_tokens = 0;  // 0 = unknown (only upstream errors trigger the fallback)
+  // Hedging: start a second attempt on another deployment when the first has produced no byte
+  // after this delay; the loser is cancelled. 0 = off; kHedgeAfterP95 = the group's observed
+  // 95th percentile time to first byte (off until enough samples exist).
+  int hedge_after_ms = 0;
+};
+inline constexpr int kHedgeAfterP95 = -1;
+
+// Retries move to another deployment. The first failover is immediate (a different deployment,
+// nothing to wait for); later ones back off exponentially with equal jitter, within the
+// request's deadline.
+struct RetryConfig {
+  int backoff_base_ms = 25;
+  int backoff_max_ms = 2'000;
+  int max_attempts = 10;  // per request, across deployments and fallback groups
+};
+
 struct Config {
   std::string module_id = "ailb-1";
   ServerConfig server;
@@ -73,10 +98,19 @@ struct Config {
   std::string log_format = "text";      // text or json
   std::vector<std::string> api_keys;    // data-plane keys; empty = open
   std::vector<Deployment> deployments;  // in configuration order
-  std::string source_file;              // the YAML file used, if any
+  std::map<std::string, ModelGroupConfig, std::less<>> model_groups;
+  RetryConfig retries;
+  // Active health checks: every interval, each deployment gets a free call (its model listing);
+  // failures count against its breaker and a success ends a cooldown early. 0 = off.
+  int health_check_interval_ms = 0;
+  std::string source_file;  // the YAML file used, if any
 
   // Public model names in first-seen order.
   std::vector<std::string> ModelNames() const;
+  // The settings of `group` (defaults when it has no entry).
+  const ModelGroupConfig& GroupSettings(std::string_view group) const;
+  // The strategy for `group`: its own, else the global one.
+  const std::string& StrategyFor(std::string_view group) const;
 };
 
 // Environment variables as a map, so tests need not touch the process environment.

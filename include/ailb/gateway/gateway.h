@@ -35,6 +35,10 @@ struct RequestContext {
   std::string client_address;
   std::optional<std::string> preferred_model;  // X-Preferred-Model
   std::string api_key;                         // the key presented, for per-key rate limits
+  // Per-request routing overrides from headers, as sent (validated by the gateway):
+  std::optional<std::string> routing_strategy;       // X-Ailb-Routing-Strategy
+  std::optional<std::string> timeout_ms;             // X-Ailb-Timeout-Ms (total deadline)
+  std::optional<std::string> first_byte_timeout_ms;  // X-Ailb-First-Byte-Timeout-Ms
   int64_t request_bytes = 0;
   SteadyTime received_at;
 };

@@ -47,6 +47,10 @@ struct Usage {
 // Reads `usage` from an OpenAI response or chunk; nullopt when it has none.
 std::optional<Usage> UsageOf(const nlohmann::json& response);
 
+// A tokenizer-free estimate of a request's prompt size (about 4 characters per token plus a
+// small overhead per message), for context-window checks before sending.
+int64_t EstimatePromptTokens(const nlohmann::json& body);
+
 // Serialises without throwing: invalid UTF-8 is replaced rather than rejected.
 std::string DumpJson(const nlohmann::json& value);
 

@@ -22,6 +22,8 @@ struct RequestRecord {
   int http_status = 0;
   bool stream = false;
   int attempts = 0;
+  int fallbacks = 0;  // model groups moved to after the requested one
+  int hedges = 0;     // hedged (second, parallel) attempts started
   double total_seconds = 0;
   double upstream_seconds = 0;         // time spent waiting on upstreams, all attempts
   std::optional<double> ttft_seconds;  // first byte to the client

@@ -35,11 +35,16 @@ class Router {
   // Retry-After) when every deployment of the group is cooling down. The pointers live as long as
   // `config`.
   // `stream` selects time to first byte rather than total latency for latency_optimized.
+  // `strategy` overrides the group's configured strategy (a per-request header); it must be
+  // one CheckStrategyImplemented accepts. Deployments ramping back after recovery are demoted
+  // in proportion to their traffic share.
   absl::StatusOr<std::vector<const config::Deployment*>> Plan(const config::Config& config,
                                                               std::string_view model,
-                                                              bool stream = false);
+                                                              bool stream = false,
+                                                              std::string_view strategy = {});
 
  private:
+  void DemoteRamping(std::vector<const config::Deployment*>& candidates);
   void Order(const std::string& strategy, const std::string& model, bool stream,
              std::vector<const config::Deployment*>& candidates);
   // Sorts by `score` (lower first); ties and scores within `buffer` (a fraction of the best

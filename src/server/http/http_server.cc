@@ -384,6 +384,9 @@ class Handler final : public Pistache::Http::Handler {
         preferred && !preferred->empty()) {
       context.preferred_model = *preferred;
     }
+    context.routing_strategy = HeaderValue(request, "X-Ailb-Routing-Strategy");
+    context.timeout_ms = HeaderValue(request, "X-Ailb-Timeout-Ms");
+    context.first_byte_timeout_ms = HeaderValue(request, "X-Ailb-First-Byte-Timeout-Ms");
     std::function<void()> cancel =
         shared_->gateway->HandleChat(*std::move(chat), std::move(context), sink);
     if (auto p = peer.lock()) {

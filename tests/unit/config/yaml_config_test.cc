@@ -584,5 +584,85 @@ TEST(YamlConfigTest, SyntaxErrorFromTextNamesTheSource) {
   EXPECT_THAT(ErrorOf(config), StartsWith("grpc:UpdateConfig:"));
 }
 
+TEST(YamlConfigTest, ModelGroupsRetriesAndHealthChecks) {
+  absl::StatusOr<Config> config = LoadYaml(R"yaml(
+retries:
+  backoff_base_ms: 50
+  backoff_max_ms: 800
+  max_attempts: 4
+health_check_interval_ms: 15000
+model_groups:
+  gpt-4o:
+    routing_strategy: Latency_Optimized
+    fallbacks: [gpt-4o-mini]
+    context_window_fallbacks: [gpt-4o-long]
+    max_input_tokens: 128000
+    hedge_after_ms: 750
+  gpt-4o-mini:
+    hedge_after_ms: p95
+model_list:
+  - {model_name: gpt-4o, provider: ollama, api_base: "http://a:11434"}
+  - {model_name: gpt-4o-mini, provider: ollama, api_base: "http://b:11434"}
+  - {model_name: gpt-4o-long, provider: ollama, api_base: "http://c:11434"}
+)yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->retries.backoff_base_ms, 50);
+  EXPECT_EQ(config->retries.backoff_max_ms, 800);
+  EXPECT_EQ(config->retries.max_attempts, 4);
+  EXPECT_EQ(config->health_check_interval_ms, 15000);
+  const ModelGroupConfig& group = config->GroupSettings("gpt-4o");
+  EXPECT_EQ(group.routing_strategy, "latency_optimized");
+  EXPECT_THAT(group.fallbacks, ElementsAre("gpt-4o-mini"));
+  EXPECT_THAT(group.context_window_fallbacks, ElementsAre("gpt-4o-long"));
+  EXPECT_EQ(group.max_input_tokens, 128000);
+  EXPECT_EQ(group.hedge_after_ms, 750);
+  EXPECT_EQ(config->GroupSettings("gpt-4o-mini").hedge_after_ms, kHedgeAfterP95);
+  EXPECT_EQ(config->StrategyFor("gpt-4o"), "latency_optimized");
+  EXPECT_EQ(config->StrategyFor("gpt-4o-long"), config->routing_strategy);
+  // A group without settings gets the defaults.
+  EXPECT_TRUE(config->GroupSettings("gpt-4o-long").fallbacks.empty());
+  EXPECT_EQ(config->GroupSettings("gpt-4o-long").hedge_after_ms, 0);
+}
+
+TEST(YamlConfigTest, ModelGroupProblemsAreListedTogether) {
+  const std::string message = ErrorOf(LoadYaml(R"yaml(
+model_groups:
+  gpt-4o:
+    routing_strategy: fastest
+    fallbacks: [gpt-4o, nonexistent]
+    hedge_after_ms: sometimes
+    falbacks: [x]
+  ghost:
+    fallbacks: [gpt-4o]
+retries:
+  max_attempts: 0
+model_list:
+  - {model_name: gpt-4o, provider: ollama, api_base: "http://a:11434"}
+)yaml"));
+  EXPECT_THAT(message, HasSubstr("model_groups.gpt-4o.falbacks: unknown key (did you mean "
+                                 "\"fallbacks\"?)"));
+  EXPECT_THAT(message, HasSubstr("model_groups.gpt-4o.hedge_after_ms"));
+  EXPECT_THAT(message, HasSubstr("model_groups.gpt-4o.routing_strategy"));
+  EXPECT_THAT(message, HasSubstr("model_groups.gpt-4o.fallbacks[0]: a group cannot fall back to "
+                                 "itself"));
+  EXPECT_THAT(message, HasSubstr("model_groups.gpt-4o.fallbacks[1]: unknown model "
+                                 "\"nonexistent\""));
+  EXPECT_THAT(message, HasSubstr("model_groups.ghost: no deployment serves this model"));
+  EXPECT_THAT(message, HasSubstr("retries.max_attempts"));
+}
+
+TEST(YamlConfigTest, RetryAndHealthCheckEnvironmentOverrides) {
+  absl::StatusOr<Config> config =
+      LoadYaml("retries: {backoff_base_ms: 50}\n", {{"AILB_RETRY_BACKOFF_MS", "10"},
+                                                    {"AILB_RETRY_BACKOFF_MAX_MS", "90"},
+                                                    {"AILB_MAX_ATTEMPTS", "3"},
+                                                    {"AILB_HEALTH_CHECK_INTERVAL_MS", "2000"}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->retries.backoff_base_ms, 10);
+  EXPECT_EQ(config->retries.backoff_max_ms, 90);
+  EXPECT_EQ(config->retries.max_attempts, 3);
+  EXPECT_EQ(config->health_check_interval_ms, 2000);
+}
+
 }  // namespace
 }  // namespace ailb::config

@@ -94,6 +94,18 @@ class FakeHttpClient final : public upstream::HttpClient {
     }
   }
 
+  // Runs only the oldest queued task (to interleave upstream events with posted work).
+  void RunOne() {
+    std::function<void()> task;
+    {
+      std::lock_guard lock(mu_);
+      if (tasks_.empty()) return;
+      task = std::move(tasks_.front());
+      tasks_.pop_front();
+    }
+    task();
+  }
+
   size_t pending_tasks() const {
     std::lock_guard lock(mu_);
     return tasks_.size();
@@ -140,6 +152,18 @@ class FakeHttpClient final : public upstream::HttpClient {
     std::shared_ptr<upstream::ResponseObserver> observer = ObserverOf(index);
     if (!observer) return false;
     if (!observer->OnResponseHead(http_status, headers)) {
+      Complete(index, absl::CancelledError("cancelled by observer"));
+      return false;
+    }
+    RunPending();
+    return true;
+  }
+  // Head and first body bytes with no queued task running in between.
+  bool HeadAndBody(size_t index, int http_status, const upstream::Headers& headers,
+                   std::string_view data) {
+    std::shared_ptr<upstream::ResponseObserver> observer = ObserverOf(index);
+    if (!observer || !observer->OnResponseHead(http_status, headers) ||
+        !observer->OnBodyData(data)) {
       Complete(index, absl::CancelledError("cancelled by observer"));
       return false;
     }
@@ -402,9 +426,21 @@ class GatewayTest : public ::testing::Test {
     store_.Publish(std::move(config));
   }
 
+  // Deployments plus whatever else `edit` sets (model groups, retries).
+  void UseConfigWith(std::vector<config::Deployment> deployments,
+                     const std::function<void(config::Config&)>& edit) {
+    auto config = std::make_shared<config::Config>();
+    config->module_id = "ailb-test";
+    config->routing_strategy = "failover";
+    config->deployments = std::move(deployments);
+    edit(*config);
+    store_.Publish(std::move(config));
+  }
+
   // Starts a chat request; the first attempt starts when the queue is pumped.
   std::function<void()> Send(std::string_view body, const std::shared_ptr<RecordingSink>& sink,
-                             std::optional<std::string> preferred_model = std::nullopt) {
+                             std::optional<std::string> preferred_model = std::nullopt,
+                             const std::function<void(RequestContext&)>& edit = nullptr) {
     absl::StatusOr<llm::ChatRequest> request = llm::ParseChatRequest(body);
     EXPECT_TRUE(request.ok()) << request.status();
     RequestContext context;
@@ -412,6 +448,7 @@ class GatewayTest : public ::testing::Test {
     context.client_address = "127.0.0.1";
     context.preferred_model = std::move(preferred_model);
     context.received_at = clock_.Now();
+    if (edit) edit(context);
     return gateway_.HandleChat(*std::move(request), std::move(context), sink);
   }
 
@@ -1276,6 +1313,313 @@ TEST_F(GatewayTest, HealthReportsInFlightAndVersionTags) {
   health = gateway_.CheckHealth();
   EXPECT_EQ(health.body["in_flight"], 0);
   EXPECT_EQ(health.body["deployments"][0]["in_flight"], 0);
+}
+
+// --- Retries, deadlines and per-request overrides ---------------------------------------------
+
+// Delays of the posted retries (zero-delay posts are ordinary hand-offs to the event thread).
+std::vector<milliseconds> NonZero(const std::vector<milliseconds>& delays) {
+  std::vector<milliseconds> out;
+  for (milliseconds d : delays) {
+    if (d.count() > 0) out.push_back(d);
+  }
+  return out;
+}
+
+TEST_F(GatewayTest, FirstFailoverIsImmediateThenBackoffGrowsWithJitter) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1), Dep("dep-c", "gpt", 2),
+                 Dep("dep-d", "gpt", 3)},
+                [](config::Config& c) {
+                  c.retries.backoff_base_ms = 100;
+                  c.retries.backoff_max_ms = 150;
+                });
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  client_.Reply(0, 500, UpstreamError("boom"));
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_THAT(NonZero(client_.delays()), IsEmpty());  // dep-b right away
+  client_.Reply(1, 503, UpstreamError("busy"));
+  ASSERT_EQ(client_.transfer_count(), 3u);
+  std::vector<milliseconds> waits = NonZero(client_.delays());
+  ASSERT_EQ(waits.size(), 1u);
+  // Equal jitter around the base: between half of it and all of it.
+  EXPECT_GE(waits[0], milliseconds(50));
+  EXPECT_LE(waits[0], milliseconds(100));
+  client_.Reply(2, 500, UpstreamError("boom"));
+  waits = NonZero(client_.delays());
+  ASSERT_EQ(waits.size(), 2u);
+  // Doubled (200 ms), then capped at backoff_max_ms.
+  EXPECT_GE(waits[1], milliseconds(75));
+  EXPECT_LE(waits[1], milliseconds(150));
+  client_.Reply(3, 200, Completion());
+  EXPECT_EQ(sink->OnlyJson().http_status, 200);
+}
+
+TEST_F(GatewayTest, BackoffNeverWaitsPastTheDeadline) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1), Dep("dep-c", "gpt", 2)},
+                [](config::Config& c) {
+                  c.retries.backoff_base_ms = 60'000;
+                  c.retries.backoff_max_ms = 60'000;
+                  c.timeouts.total_ms = 1'000;
+                });
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  client_.Reply(0, 500, UpstreamError("boom"));
+  clock_.Advance(milliseconds(400));
+  client_.Reply(1, 500, UpstreamError("boom"));
+  const std::vector<milliseconds> waits = NonZero(client_.delays());
+  ASSERT_EQ(waits.size(), 1u);
+  EXPECT_LE(waits[0], milliseconds(600));
+  ASSERT_EQ(client_.transfer_count(), 3u);
+  client_.Reply(2, 200, Completion());
+  EXPECT_EQ(sink->OnlyJson().http_status, 200);
+}
+
+TEST_F(GatewayTest, TimeoutHeaderShortensTheDeadlineButNeverExtendsIt) {
+  auto sink = std::make_shared<RecordingSink>();
+  Send(kChat, sink, std::nullopt, [](RequestContext& c) {
+    c.timeout_ms = "1500";
+    c.first_byte_timeout_ms = "700";
+  });
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 1u);
+  EXPECT_EQ(client_.request(0).total_timeout, milliseconds(1'500));
+  EXPECT_EQ(client_.request(0).first_byte_timeout, milliseconds(700));
+  client_.Reply(0, 200, Completion());
+
+  auto second = std::make_shared<RecordingSink>();
+  Send(kChat, second, std::nullopt, [](RequestContext& c) {
+    c.timeout_ms = "999999999";
+    c.first_byte_timeout_ms = "999999999";
+  });
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_EQ(client_.request(1).total_timeout, milliseconds(600'000));
+  EXPECT_EQ(client_.request(1).first_byte_timeout, milliseconds(120'000));
+  client_.Reply(1, 200, Completion());
+}
+
+TEST_F(GatewayTest, MalformedOverrideHeadersAre400) {
+  for (auto edit : std::vector<std::function<void(RequestContext&)>>{
+           [](RequestContext& c) { c.timeout_ms = "soon"; },
+           [](RequestContext& c) { c.first_byte_timeout_ms = "-5"; },
+           [](RequestContext& c) { c.routing_strategy = "fastest_please"; }}) {
+    auto sink = std::make_shared<RecordingSink>();
+    Send(kChat, sink, std::nullopt, edit);
+    client_.RunPending();
+    const RecordingSink::JsonReply reply = sink->OnlyJson();
+    EXPECT_EQ(reply.http_status, 400);
+    const json body = json::parse(reply.body);
+    EXPECT_EQ(body["error"]["type"], "invalid_request_error");
+    EXPECT_THAT(body["error"]["param"].get<std::string>(), StartsWith("X-Ailb-"));
+  }
+  EXPECT_EQ(client_.transfer_count(), 0u);
+}
+
+TEST_F(GatewayTest, StrategyHeaderOverridesTheConfiguredStrategy) {
+  // failover would always start on dep-a; round_robin rotates.
+  std::vector<std::string> first_urls;
+  for (int i = 0; i < 3; ++i) {
+    auto sink = std::make_shared<RecordingSink>();
+    Send(kChat, sink, std::nullopt, [](RequestContext& c) { c.routing_strategy = "Round_Robin"; });
+    client_.RunPending();
+    const size_t index = client_.transfer_count() - 1;
+    first_urls.push_back(client_.request(index).url);
+    client_.Reply(index, 200, Completion());
+  }
+  EXPECT_THAT(first_urls, ElementsAre("http://dep-a.test/v1/chat/completions",
+                                      "http://dep-b.test/v1/chat/completions",
+                                      "http://dep-c.test/v1/chat/completions"));
+}
+
+TEST_F(GatewayTest, GroupStrategyFromConfigurationApplies) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1)},
+                [](config::Config& c) { c.model_groups["gpt"].routing_strategy = "round_robin"; });
+  std::vector<std::string> first_urls;
+  for (int i = 0; i < 2; ++i) {
+    auto sink = std::make_shared<RecordingSink>();
+    SendAndStart(kChat, sink);
+    const size_t index = client_.transfer_count() - 1;
+    first_urls.push_back(client_.request(index).url);
+    client_.Reply(index, 200, Completion());
+  }
+  EXPECT_THAT(first_urls, ElementsAre("http://dep-a.test/v1/chat/completions",
+                                      "http://dep-b.test/v1/chat/completions"));
+}
+
+// --- Fallback chains --------------------------------------------------------------------------
+
+TEST_F(GatewayTest, FallbackGroupServesWhenEveryDeploymentFailed) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1), Dep("small", "gpt-small")},
+                [](config::Config& c) { c.model_groups["gpt"].fallbacks = {"gpt-small"}; });
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  client_.Reply(0, 500, UpstreamError("boom"));
+  client_.Reply(1, 502, UpstreamError("bad gateway"));
+  ASSERT_EQ(client_.transfer_count(), 3u);
+  EXPECT_EQ(client_.request(2).url, "http://small.test/v1/chat/completions");
+  EXPECT_EQ(json::parse(client_.request(2).body)["model"], "up-small");
+  client_.Reply(2, 200, Completion());
+  const RecordingSink::JsonReply reply = sink->OnlyJson();
+  EXPECT_EQ(reply.http_status, 200);
+  EXPECT_EQ(HeaderOf(reply.headers, "x-ailb-model-group"), "gpt-small");
+  EXPECT_EQ(HeaderOf(reply.headers, "x-ailb-deployment"), "small");
+  EXPECT_EQ(HeaderOf(reply.headers, "x-ailb-attempts"), "3");
+}
+
+TEST_F(GatewayTest, FallbackGroupServesWhenEveryDeploymentIsCoolingDown) {
+  UseConfigWith({Dep("dep-a", "gpt"), Dep("small", "gpt-small")},
+                [](config::Config& c) { c.model_groups["gpt"].fallbacks = {"gpt-small"}; });
+  Trip("dep-a");
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  ASSERT_EQ(client_.transfer_count(), 1u);
+  EXPECT_EQ(client_.request(0).url, "http://small.test/v1/chat/completions");
+  client_.Reply(0, 200, Completion());
+  EXPECT_EQ(sink->OnlyJson().http_status, 200);
+}
+
+TEST_F(GatewayTest, ClientErrorsDoNotMoveToFallbackGroups) {
+  UseConfigWith({Dep("dep-a", "gpt"), Dep("small", "gpt-small")},
+                [](config::Config& c) { c.model_groups["gpt"].fallbacks = {"gpt-small"}; });
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  client_.Reply(0, 400, UpstreamError("temperature must be <= 2", "invalid_value"));
+  EXPECT_EQ(client_.transfer_count(), 1u);
+  EXPECT_EQ(sink->OnlyJson().http_status, 400);
+}
+
+TEST_F(GatewayTest, ContextLengthErrorMovesStraightToTheLongerContextGroup) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1), Dep("long", "gpt-long"),
+                 Dep("small", "gpt-small")},
+                [](config::Config& c) {
+                  c.model_groups["gpt"].fallbacks = {"gpt-small"};
+                  c.model_groups["gpt"].context_window_fallbacks = {"gpt-long"};
+                });
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  client_.Reply(0, 400,
+                UpstreamError("This model's maximum context length is 8192 tokens",
+                              "context_length_exceeded"));
+  // dep-b shares dep-a's context window: skipped; the ordinary fallback is not the answer either.
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_EQ(client_.request(1).url, "http://long.test/v1/chat/completions");
+  client_.Reply(1, 200, Completion());
+  const RecordingSink::JsonReply reply = sink->OnlyJson();
+  EXPECT_EQ(reply.http_status, 200);
+  EXPECT_EQ(HeaderOf(reply.headers, "x-ailb-model-group"), "gpt-long");
+  EXPECT_EQ(health_.Snapshot("dep-a").consecutive_failures, 0);  // not the deployment's fault
+}
+
+TEST_F(GatewayTest, ContextLengthErrorWithoutFallbackIsRelayed) {
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  client_.Reply(0, 400, UpstreamError("prompt is too long: 250000 tokens > 200000 maximum"));
+  EXPECT_EQ(client_.transfer_count(), 1u);
+  const RecordingSink::JsonReply reply = sink->OnlyJson();
+  EXPECT_EQ(reply.http_status, 400);
+  EXPECT_THAT(reply.body, HasSubstr("prompt is too long"));
+}
+
+TEST_F(GatewayTest, PromptEstimatedAboveTheWindowGoesToTheContextFallbackFirst) {
+  UseConfigWith({Dep("dep-a", "gpt"), Dep("long", "gpt-long")}, [](config::Config& c) {
+    c.model_groups["gpt"].max_input_tokens = 50;
+    c.model_groups["gpt"].context_window_fallbacks = {"gpt-long"};
+  });
+  const std::string long_chat =
+      json{{"model", "gpt"},
+           {"messages", json::array({{{"role", "user"}, {"content", std::string(1000, 'x')}}})}}
+          .dump();
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(long_chat, sink);
+  ASSERT_EQ(client_.transfer_count(), 1u);
+  EXPECT_EQ(client_.request(0).url, "http://long.test/v1/chat/completions");
+  client_.Reply(0, 200, Completion());
+
+  // A short prompt stays on its own group.
+  auto short_sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, short_sink);
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_EQ(client_.request(1).url, "http://dep-a.test/v1/chat/completions");
+  client_.Reply(1, 200, Completion());
+}
+
+// --- Hedging ----------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, HedgeStartsASecondAttemptAndTheLoserIsCancelled) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1)},
+                [](config::Config& c) { c.model_groups["gpt"].hedge_after_ms = 250; });
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  // The fake runs delayed tasks at once: the hedge is due, and dep-a has not answered.
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_THAT(NonZero(client_.delays()), ElementsAre(milliseconds(250)));
+  EXPECT_EQ(client_.request(1).url, "http://dep-b.test/v1/chat/completions");
+  client_.Reply(1, 200, Completion("from b"));
+  const RecordingSink::JsonReply reply = sink->OnlyJson();
+  EXPECT_EQ(reply.http_status, 200);
+  EXPECT_EQ(HeaderOf(reply.headers, "x-ailb-deployment"), "dep-b");
+  EXPECT_THAT(reply.body, HasSubstr("from b"));
+  EXPECT_THAT(client_.cancelled(), ElementsAre(client_.id(0)));
+  client_.RunPending();
+  EXPECT_EQ(health_.Snapshot("dep-a").in_flight, 0);
+  EXPECT_EQ(health_.Snapshot("dep-a").failed_requests, 0);  // slow is not failed
+}
+
+TEST_F(GatewayTest, NoHedgeWhenTheFirstByteCameInTime) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1)},
+                [](config::Config& c) { c.model_groups["gpt"].hedge_after_ms = 250; });
+  auto sink = std::make_shared<RecordingSink>();
+  Send(kStreamChat, sink);
+  client_.RunOne();  // the first attempt starts; the hedge timer is queued behind it
+  ASSERT_EQ(client_.transfer_count(), 1u);
+  // The first byte arrives before the hedge timer runs (which it then does: too late).
+  ASSERT_TRUE(
+      client_.HeadAndBody(0, 200, {{"Content-Type", "text/event-stream"}}, Event(ChunkJson("He"))));
+  EXPECT_EQ(client_.transfer_count(), 1u);
+  ASSERT_TRUE(client_.Body(0, Event(ChunkJson("", true)) + "data: [DONE]\n\n"));
+  client_.Complete(0, absl::OkStatus());
+  EXPECT_EQ(sink->calls().back(), "end");
+}
+
+TEST_F(GatewayTest, HedgedRequestSurvivesTheFirstAttemptFailing) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1), Dep("dep-c", "gpt", 2)},
+                [](config::Config& c) { c.model_groups["gpt"].hedge_after_ms = 100; });
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  client_.Reply(0, 500, UpstreamError("boom"));
+  // The hedge is still running: nothing new starts, nothing is answered yet.
+  EXPECT_EQ(client_.transfer_count(), 2u);
+  EXPECT_THAT(sink->calls(), IsEmpty());
+  client_.Reply(1, 200, Completion());
+  EXPECT_EQ(sink->OnlyJson().http_status, 200);
+  EXPECT_EQ(health_.Snapshot("dep-a").failed_requests, 1);
+}
+
+TEST_F(GatewayTest, HedgeAfterP95WaitsForSamplesThenUsesThem) {
+  UseConfigWith({Dep("dep-a", "gpt", 0), Dep("dep-b", "gpt", 1)}, [](config::Config& c) {
+    c.model_groups["gpt"].hedge_after_ms = config::kHedgeAfterP95;
+  });
+  {
+    auto sink = std::make_shared<RecordingSink>();
+    SendAndStart(kChat, sink);
+    EXPECT_EQ(client_.transfer_count(), 1u);  // no samples yet: no hedge
+    client_.Reply(0, 200, Completion());
+  }
+  for (int i = 1; i <= 40; ++i) {
+    health_.RecordFirstByte(i % 2 ? "dep-a" : "dep-b", std::chrono::microseconds(i * 10'000));
+  }
+  auto sink = std::make_shared<RecordingSink>();
+  SendAndStart(kChat, sink);
+  ASSERT_EQ(client_.transfer_count(), 3u);
+  // 41 samples (10..400 ms plus the first request's); the 95th percentile is near 380 ms.
+  const std::vector<milliseconds> waits = NonZero(client_.delays());
+  ASSERT_EQ(waits.size(), 1u);
+  EXPECT_GE(waits[0], milliseconds(370));
+  EXPECT_LE(waits[0], milliseconds(400));
+  client_.Reply(2, 200, Completion());
+  EXPECT_EQ(sink->OnlyJson().http_status, 200);
 }
 
 }  // namespace

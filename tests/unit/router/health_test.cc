@@ -338,5 +338,114 @@ TEST_F(HealthTrackerTest, StragglersOfOneBurstDoNotEscalateTheCooldown) {
   EXPECT_EQ(health_.Snapshot("a").cooldown_remaining, milliseconds(10000));
 }
 
+// --- Failure rate, ramp-back, first-byte percentiles, active checks -------------------------
+
+class HealthExtrasTest : public ::testing::Test {
+ protected:
+  void Fail(const std::string& id) {
+    health_.OnAttemptStart(id);
+    health_.OnFailure(id, absl::UnavailableError("down"));
+  }
+  void Succeed(const std::string& id) {
+    health_.OnAttemptStart(id);
+    health_.OnSuccess(id, std::chrono::microseconds(1000));
+  }
+  ManualClock clock_;
+  HealthTracker health_{clock_, HealthPolicy{}};
+};
+
+TEST_F(HealthExtrasTest, FlappingDeploymentTripsOnFailureRate) {
+  // Never three faults in a row, but half of all outcomes are faults.
+  for (int i = 0; i < 4; ++i) {
+    Fail("a");
+    Succeed("a");
+  }
+  EXPECT_TRUE(health_.Admits("a"));  // 8 outcomes: under the 10-sample minimum
+  Fail("a");
+  EXPECT_TRUE(health_.Admits("a"));  // 9 outcomes
+  Succeed("a");
+  Fail("a");  // 11 outcomes, 6 faults
+  EXPECT_FALSE(health_.Admits("a"));
+  EXPECT_EQ(health_.Snapshot("a").state, BreakerState::kCoolingDown);
+}
+
+TEST_F(HealthExtrasTest, OccasionalFaultsDoNotTrip) {
+  for (int i = 0; i < 60; ++i) {
+    if (i % 4 == 0) {
+      Fail("a");
+    } else {
+      Succeed("a");
+    }
+  }
+  EXPECT_TRUE(health_.Admits("a"));
+  EXPECT_NEAR(health_.Snapshot("a").failure_rate, 0.25, 0.06);
+}
+
+TEST_F(HealthExtrasTest, TrafficRampsBackLinearlyAfterRecovery) {
+  EXPECT_EQ(health_.TrafficShare("a"), 1.0);
+  for (int i = 0; i < 3; ++i) Fail("a");
+  clock_.Advance(seconds(6));  // past the 5 s cooldown: half-open
+  ASSERT_TRUE(health_.Admits("a"));
+  Succeed("a");  // the probe succeeded
+  EXPECT_NEAR(health_.TrafficShare("a"), 0.1, 1e-9);
+  EXPECT_NEAR(health_.Snapshot("a").traffic_share, 0.1, 1e-9);
+  clock_.Advance(seconds(15));
+  EXPECT_NEAR(health_.TrafficShare("a"), 0.55, 1e-6);
+  clock_.Advance(seconds(15));
+  EXPECT_EQ(health_.TrafficShare("a"), 1.0);
+  // A new trip during the ramp ends it.
+  for (int i = 0; i < 3; ++i) Fail("a");
+  EXPECT_EQ(health_.TrafficShare("a"), 1.0);  // cooling down: admission decides, not the share
+  EXPECT_FALSE(health_.Admits("a"));
+}
+
+TEST_F(HealthExtrasTest, FirstByteP95NeedsSamplesAndSpansTheGroup) {
+  EXPECT_FALSE(health_.FirstByteP95({"a", "b"}).has_value());
+  for (int i = 1; i <= 10; ++i) health_.RecordFirstByte("a", std::chrono::microseconds(i * 1000));
+  EXPECT_FALSE(health_.FirstByteP95({"a", "b"}).has_value());  // 10 < 20 samples
+  for (int i = 11; i <= 100; ++i) {
+    health_.RecordFirstByte("b", std::chrono::microseconds(i * 1000));
+  }
+  // b keeps only its most recent 64 samples (37..100 ms) beside a's 1..10 ms.
+  std::optional<milliseconds> p95 = health_.FirstByteP95({"a", "b"});
+  ASSERT_TRUE(p95.has_value());
+  EXPECT_GE(*p95, milliseconds(96));
+  EXPECT_LE(*p95, milliseconds(98));
+  EXPECT_EQ(health_.FirstByteP95({"a"}, /*min_samples=*/5), milliseconds(10));
+}
+
+TEST_F(HealthExtrasTest, ActiveChecksTripAndEndCooldownsEarly) {
+  for (int i = 0; i < 3; ++i) health_.OnHealthCheck("a", absl::UnavailableError("refused"));
+  EXPECT_FALSE(health_.Admits("a"));
+  const DeploymentHealth tripped = health_.Snapshot("a");
+  EXPECT_EQ(tripped.health_checks_failed, 3);
+  EXPECT_EQ(tripped.total_requests, 0);  // checks are not requests
+  EXPECT_EQ(tripped.in_flight, 0);
+  health_.OnHealthCheck("a", absl::OkStatus());
+  EXPECT_EQ(health_.Snapshot("a").state, BreakerState::kHalfOpen);
+  EXPECT_TRUE(health_.Admits("a"));
+  // A client-side problem (the probe cannot be built) says nothing about the deployment.
+  health_.OnHealthCheck("b", absl::InvalidArgumentError("no probe for this provider"));
+  EXPECT_EQ(health_.Snapshot("b").consecutive_failures, 0);
+}
+
+TEST(IsContextWindowErrorTest, RecognisesProviderWordings) {
+  auto upstream400 = [](const char* message) {
+    return WithHttpStatus(absl::InvalidArgumentError(message), 400);
+  };
+  EXPECT_TRUE(
+      IsContextWindowError(WithErrorCode(upstream400("too long"), "context_length_exceeded")));
+  EXPECT_TRUE(IsContextWindowError(
+      upstream400("This model's maximum context length is 8192 tokens. However, you requested "
+                  "9000 tokens")));
+  EXPECT_TRUE(IsContextWindowError(upstream400("prompt is too long: 210000 tokens > 200000")));
+  EXPECT_TRUE(IsContextWindowError(upstream400("input is too long for requested model")));
+  EXPECT_FALSE(IsContextWindowError(upstream400("temperature must be <= 2")));
+  // A deployment fault is never a context error, whatever it says.
+  EXPECT_FALSE(IsContextWindowError(
+      WithHttpStatus(absl::UnavailableError("context length service down"), 503)));
+  EXPECT_FALSE(IsContextWindowError(absl::OkStatus()));
+}
+
 }  // namespace
 }  // namespace ailb::router

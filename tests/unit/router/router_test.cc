@@ -367,5 +367,45 @@ TEST(CheckStrategyImplementedTest, KnownAndUnknown) {
   EXPECT_THAT(std::string(CheckStrategyImplemented("latency").message()), HasSubstr("'latency'"));
 }
 
+TEST_F(RouterTest, RecoveringDeploymentGetsARampedShareOfFirstPlaces) {
+  const config::Config config =
+      MakeConfig("failover", {Dep("a", "gpt", 1, /*priority=*/0), Dep("b", "gpt", 1, 1)});
+  Trip("a");
+  clock_.Advance(std::chrono::seconds(6));
+  health_.OnAttemptStart("a");
+  health_.OnSuccess("a", std::chrono::microseconds(1000));  // the half-open probe succeeded
+  int a_first = 0;
+  constexpr int kPlans = 2000;
+  for (int i = 0; i < kPlans; ++i) a_first += PlanIds(config, "gpt")[0] == "a";
+  // Failover always puts a first when healthy; ramping from 10 %, it keeps first place ~10 %.
+  EXPECT_GT(a_first, kPlans * 5 / 100);
+  EXPECT_LT(a_first, kPlans * 16 / 100);
+  // Demoted, not dropped: it is still in every plan as a fallback.
+  EXPECT_EQ(PlanIds(config, "gpt").size(), 2u);
+  clock_.Advance(std::chrono::seconds(31));
+  a_first = 0;
+  for (int i = 0; i < 100; ++i) a_first += PlanIds(config, "gpt")[0] == "a";
+  EXPECT_EQ(a_first, 100);
+}
+
+TEST_F(RouterTest, StrategyArgumentAndGroupSettingOverrideTheGlobalStrategy) {
+  config::Config config = MakeConfig("failover", {Dep("a", "gpt", 1, 0), Dep("b", "gpt", 1, 1)});
+  auto firsts = [&](std::string_view strategy) {
+    std::vector<std::string> out;
+    for (int i = 0; i < 4; ++i) {
+      absl::StatusOr<std::vector<const config::Deployment*>> plan =
+          router_.Plan(config, "gpt", false, strategy);
+      EXPECT_TRUE(plan.ok());
+      out.push_back(plan.ok() ? (*plan)[0]->id : "");
+    }
+    return out;
+  };
+  EXPECT_EQ(firsts(""), (std::vector<std::string>{"a", "a", "a", "a"}));
+  EXPECT_EQ(firsts("round_robin"), (std::vector<std::string>{"a", "b", "a", "b"}));
+  config.model_groups["gpt"].routing_strategy = "round_robin";
+  EXPECT_EQ(firsts(""), (std::vector<std::string>{"a", "b", "a", "b"}));
+  EXPECT_EQ(firsts("failover"), (std::vector<std::string>{"a", "a", "a", "a"}));
+}
+
 }  // namespace
 }  // namespace ailb::router
