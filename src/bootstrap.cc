@@ -22,13 +22,18 @@
 #include "ailb/common/random.h"
 #include "ailb/common/status.h"
 #include "ailb/common/strings.h"
+#include "ailb/common/worker_pool.h"
 #include "ailb/config/config.h"
 #include "ailb/control/live_module.h"
+#include "ailb/gateway/enricher.h"
 #include "ailb/gateway/gateway.h"
 #include "ailb/gateway/health_checker.h"
+#include "ailb/memory/session_memory.h"
 #include "ailb/metrics/registry.h"
 #include "ailb/metrics/request_metrics.h"
 #include "ailb/provider/adapter.h"
+#include "ailb/rag/embedder.h"
+#include "ailb/rag/rag_store.h"
 #include "ailb/ratelimit/rate_limiter.h"
 #include "ailb/router/aliases.h"
 #include "ailb/router/health.h"
@@ -36,6 +41,7 @@
 #include "ailb/router/traffic_split.h"
 #include "ailb/server/control_server.h"
 #include "ailb/server/http_server.h"
+#include "ailb/server/knowledge_api.h"
 #include "ailb/upstream/http_client.h"
 #include "spdlog/spdlog.h"
 
@@ -110,6 +116,64 @@ void LogConfigSummary(const config::Config& config) {
   }
 }
 
+constexpr int kWorkerThreads = 4;
+constexpr std::chrono::seconds kSnapshotInterval{30};
+constexpr std::chrono::minutes kRetentionInterval{10};
+
+// Background upkeep of the stores: index snapshots (so a restart loads rather than rebuilds),
+// compaction of indexes full of tombstones, and session retention. Stop() takes a last snapshot.
+class StoreMaintenance {
+ public:
+  StoreMaintenance(rag::RagStore* rag, memory::SessionMemory* memory) : rag_(rag), memory_(memory) {
+    if (rag_ != nullptr || memory_ != nullptr) thread_ = std::thread([this] { Run(); });
+  }
+  ~StoreMaintenance() { Stop(); }
+
+  void Stop() {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (rag_ != nullptr) Log("final index snapshot", rag_->SnapshotAll());
+  }
+
+ private:
+  void Run() {
+    auto next_retention = std::chrono::steady_clock::now();
+    std::unique_lock lock(mu_);
+    while (!wake_.wait_for(lock, kSnapshotInterval, [this] { return stopping_; })) {
+      lock.unlock();
+      if (rag_ != nullptr) {
+        Log("index snapshot", rag_->SnapshotAll());
+        absl::StatusOr<int> compacted = rag_->CompactIndexes();
+        Log("index compaction", compacted.status());
+        if (compacted.ok() && *compacted > 0) spdlog::info("compacted {} index(es)", *compacted);
+      }
+      if (memory_ != nullptr && std::chrono::steady_clock::now() >= next_retention) {
+        absl::StatusOr<int64_t> removed = memory_->EnforceRetention();
+        Log("session retention", removed.status());
+        if (removed.ok() && *removed > 0) spdlog::info("retention removed {} turn(s)", *removed);
+        next_retention = std::chrono::steady_clock::now() + kRetentionInterval;
+      }
+      lock.lock();
+    }
+  }
+
+  static void Log(std::string_view what, const absl::Status& status) {
+    if (!status.ok()) spdlog::warn("{} failed: {}", what, status.message());
+  }
+
+  rag::RagStore* const rag_;
+  memory::SessionMemory* const memory_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
 int RunMain(int argc, char** argv) {
@@ -181,9 +245,52 @@ int RunMain(int argc, char** argv) {
   router::Router router(health, *random, &split);
   gateway::InflightTracker inflight;
   std::unique_ptr<upstream::HttpClient> client = upstream::NewCurlHttpClient();
-  gateway::Gateway gateway(
-      config_store, router, health, *client, clock, *random, inflight,
-      gateway::GatewayHooks{&request_metrics, &rate_limiter, &aliases, &affinity});
+
+  // Memory and RAG: SQLite in AILB_DATA_DIR is the source of truth, indexes are rebuilt from it
+  // when needed. A store that cannot open leaves the server running without it (its endpoints
+  // answer 503, chat requests go on without the context) rather than refusing to start.
+  std::unique_ptr<memory::SessionMemory> session_memory;
+  {
+    absl::StatusOr<std::unique_ptr<rag::Embedder>> embedder = rag::NewLocalEmbedder(384);
+    absl::StatusOr<std::unique_ptr<memory::SessionMemory>> opened =
+        embedder.ok() ? memory::SessionMemory::Open(startup.data_dir, *std::move(embedder), clock)
+                      : embedder.status();
+    if (opened.ok()) {
+      session_memory = *std::move(opened);
+    } else {
+      spdlog::error("session memory is unavailable: {}", opened.status().message());
+    }
+  }
+  std::unique_ptr<rag::RagStore> rag_store;
+  {
+    const auto started = std::chrono::steady_clock::now();
+    absl::StatusOr<std::unique_ptr<rag::RagStore>> opened = rag::RagStore::Open(
+        startup.data_dir,
+        [&config_store, client = client.get()](const rag::EmbeddingSpec& spec) {
+          return server::MakeEmbedder(spec, *config_store.Current(), client);
+        },
+        clock);
+    if (opened.ok()) {
+      rag_store = *std::move(opened);
+      spdlog::info("RAG store ready in {} ms",
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - started)
+                       .count());
+    } else {
+      spdlog::error("RAG is unavailable: {}", opened.status().message());
+    }
+  }
+  std::unique_ptr<gateway::Enricher> enricher =
+      gateway::NewEnricher(session_memory.get(), rag_store.get(), registry);
+  std::unique_ptr<server::BlockingApi> knowledge_api =
+      server::NewKnowledgeApi({rag_store.get(), session_memory.get(), &config_store, client.get()});
+  // Blocking work (SQLite, embeddings) runs here, never on a reactor or the event thread.
+  auto workers = std::make_unique<WorkerPool>(kWorkerThreads);
+  StoreMaintenance maintenance(rag_store.get(), session_memory.get());
+
+  gateway::Gateway gateway(config_store, router, health, *client, clock, *random, inflight,
+                           gateway::GatewayHooks{&request_metrics, &rate_limiter, &aliases,
+                                                 &affinity, enricher.get(), workers.get()});
   gateway::ActiveHealthChecker health_checker(config_store, health, *client);
   health_checker.Start();
 
@@ -194,8 +301,8 @@ int RunMain(int argc, char** argv) {
   http_options.max_body_bytes = startup.server.max_body_bytes;
   http_options.keepalive_timeout =
       std::chrono::milliseconds(startup.timeouts.total_ms) + std::chrono::seconds(60);
-  absl::StatusOr<std::unique_ptr<server::HttpServer>> http =
-      server::HttpServer::Start(http_options, gateway, config_store, &registry);
+  absl::StatusOr<std::unique_ptr<server::HttpServer>> http = server::HttpServer::Start(
+      http_options, gateway, config_store, &registry, knowledge_api.get(), workers.get());
   if (!http.ok()) {
     spdlog::critical("{}", http.status().message());
     return 1;
@@ -307,6 +414,10 @@ int RunMain(int argc, char** argv) {
   (*http)->Shutdown();
   control->Shutdown(std::chrono::seconds(2));
   health_checker.Stop();
+  // Queued memory/RAG work finishes (it may be an acknowledged write) before the upstream client
+  // it may post to goes away; then the indexes are snapshotted for a fast next start.
+  workers.reset();
+  maintenance.Stop();
   client.reset();
   spdlog::info("stopped");
   spdlog::shutdown();

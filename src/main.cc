@@ -1,3 +1,11 @@
-#include "ailb/bootstrap.h"
+#include <string_view>
 
-int main(int argc, char** argv) { return ailb::RunMain(argc, argv); }
+#include "ailb/bootstrap.h"
+#include "ailb/cli/ingest.h"
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "ingest") {
+    return ailb::cli::RunIngest(argc - 2, argv + 2);
+  }
+  return ailb::RunMain(argc, argv);
+}

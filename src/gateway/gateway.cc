@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "ailb/common/status.h"
 #include "ailb/common/strings.h"
 #include "ailb/provider/adapter.h"
@@ -44,6 +45,26 @@ absl::Status ClientFacingError(const absl::Status& error, const config::Deployme
     result = WithRetryAfter(std::move(result), *retry_after);
   }
   return result;
+}
+
+// A header-safe token: bytes outside printable ASCII, and ',', '%' and spaces, percent-encoded.
+std::string HeaderToken(std::string_view text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c > 0x20 && c < 0x7f && c != ',' && c != '%') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppend(&out, absl::StrFormat("%%%02X", c));
+    }
+  }
+  return out;
+}
+
+// Free text for a header value: printable ASCII kept, anything else replaced, length capped.
+std::string HeaderText(std::string_view text) {
+  std::string out;
+  for (unsigned char c : text.substr(0, 1024)) out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  return out;
 }
 
 std::string SseErrorEvent(const absl::Status& status) {
@@ -147,6 +168,19 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
                               [self = shared_from_this(), work = std::move(work)] { work(*self); });
   }
 
+  // Runs on a worker thread before Begin: adds memory and retrieved context to the request.
+  void Enrich(Enricher& enricher, bool use_memory, bool use_rag) {
+    if (use_memory) {
+      auto messages = request_.body.find("messages");
+      if (messages != request_.body.end()) original_messages_ = *messages;
+    }
+    Enrichment enrichment = enricher.Enrich(request_, use_memory, use_rag);
+    remember_ = use_memory;
+    rag_sources_ = std::move(enrichment.rag_sources);
+    for (std::string& warning : enrichment.warnings) warnings_.push_back(std::move(warning));
+  }
+  void AddWarning(std::string warning) { warnings_.push_back(std::move(warning)); }
+
   // The first attempt, or straight to the context-window fallbacks when the prompt is known to
   // be too long for this group; `plan_error` is why the requested group has no plan (all cooling
   // down) when it has fallbacks to go to.
@@ -208,7 +242,9 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
   }
 
   Gateway& gateway_;
-  const llm::ChatRequest request_;
+  // Written by the enrichment step on a worker thread before Begin is posted; only the event
+  // thread touches it afterwards. `model` and `stream` never change.
+  llm::ChatRequest request_;
   const RequestContext context_;
   const std::shared_ptr<ResponseSink> sink_;
   const std::shared_ptr<const config::Config> config_;  // the snapshot this request started on
@@ -246,6 +282,13 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
   double upstream_seconds_ = 0;
   std::optional<SteadyTime> first_byte_at_;
   int64_t bytes_sent_ = 0;
+
+  // Enrichment results and what session memory needs once the reply is complete.
+  std::vector<std::string> rag_sources_;
+  std::vector<std::string> warnings_;
+  bool remember_ = false;
+  json original_messages_;
+  std::string assistant_text_;
 };
 
 namespace {
@@ -568,6 +611,15 @@ void ChatExchange::OnDone(int number, const absl::Status& transport_status) {
       choices[0]["finish_reason"].is_string()) {
     finish_reason_ = choices[0]["finish_reason"].get<std::string>();
   }
+  if (remember_ && !choices.empty() && choices[0].is_object()) {
+    auto message = choices[0].find("message");
+    if (message != choices[0].end() && message->is_object()) {
+      auto content = message->find("content");
+      if (content != message->end() && content->is_string()) {
+        assistant_text_ = content->get<std::string>();
+      }
+    }
+  }
   committed_ = true;
   first_byte_at_ = gateway_.clock_.Now();
   std::string out = llm::DumpJson(*reply);
@@ -593,12 +645,29 @@ void ChatExchange::Succeed(Attempt& winner,
   finished_ = true;
   if (!reply) bytes_sent_ += static_cast<int64_t>(provider::kSseDone.size());
   Record(200, "ok");
-  if (reply) {
-    sink_->SendJson(200, reply->first, std::move(reply->second));
-  } else {
-    sink_->SendStreamData(std::string(provider::kSseDone));
-    sink_->EndStream();
+  auto deliver = [reply = std::move(reply)](ChatExchange& e) mutable {
+    if (reply) {
+      e.sink_->SendJson(200, reply->first, std::move(reply->second));
+    } else {
+      e.sink_->SendStreamData(std::string(provider::kSseDone));
+      e.sink_->EndStream();
+    }
+  };
+  if (remember_ && request_.session_id && gateway_.hooks_.enricher && gateway_.hooks_.workers) {
+    // The exchange is stored before the reply completes, so a client that sends its next turn
+    // as soon as it has this reply finds it in memory.
+    const bool queued = gateway_.hooks_.workers->Submit(
+        [self = shared_from_this(), enricher = gateway_.hooks_.enricher,
+         session = *request_.session_id, messages = std::move(original_messages_),
+         text = std::move(assistant_text_), deliver]() mutable {
+          enricher->Remember(session, messages, text);
+          self->Post(std::move(deliver));
+        });
+    if (queued) return;
+    spdlog::warn("request_id={} session memory: the worker queue is full; exchange not stored",
+                 context_.request_id);
   }
+  deliver(*this);
 }
 
 void ChatExchange::FailAttempt(int number, const config::Deployment* failed, absl::Status error) {
@@ -667,6 +736,15 @@ std::string ChatExchange::FormatChunks(std::vector<json>& chunks) {
       if (reason != (*choices)[0].end() && reason->is_string()) {
         finish_reason_ = reason->get<std::string>();
       }
+      if (remember_) {
+        auto delta = (*choices)[0].find("delta");
+        if (delta != (*choices)[0].end() && delta->is_object()) {
+          auto content = delta->find("content");
+          if (content != delta->end() && content->is_string()) {
+            assistant_text_ += content->get_ref<const std::string&>();
+          }
+        }
+      }
     }
     chunk["id"] = completion_id_;
     out += provider::SseDataEvent(llm::DumpJson(chunk));
@@ -703,6 +781,16 @@ upstream::Headers ChatExchange::ReplyHeaders(bool attempt_in_progress) const {
   headers.emplace_back("x-ailb-provider", std::string(config::ProviderName(deployment_->provider)));
   headers.emplace_back("x-ailb-attempts", std::to_string(attempts_));
   headers.emplace_back("x-ailb-model-group", group_);
+  if (!rag_sources_.empty()) {
+    std::string sources;
+    for (const std::string& source : rag_sources_) {
+      absl::StrAppend(&sources, sources.empty() ? "" : ",", HeaderToken(source));
+    }
+    headers.emplace_back("x-ailb-rag-sources", std::move(sources));
+  }
+  if (!warnings_.empty()) {
+    headers.emplace_back("x-ailb-warning", HeaderText(absl::StrJoin(warnings_, "; ")));
+  }
   return headers;
 }
 
@@ -821,10 +909,34 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
       if (it != plan->end()) std::rotate(plan->begin(), it, it + 1);
     }
   }
+  const bool can_enrich = hooks_.enricher != nullptr && hooks_.workers != nullptr;
+  const bool use_memory = can_enrich && config->enable_memory && request.session_id.has_value();
+  const bool use_rag = can_enrich && config->enable_rag && request.rag_collection.has_value();
+  std::string rag_refused;
+  if (request.rag_collection && !use_rag) {
+    rag_refused = config->enable_rag ? "rag: retrieval is unavailable"
+                                     : "rag: retrieval is disabled on this server";
+  }
   auto exchange = std::make_shared<ChatExchange>(*this, std::move(request), std::move(context),
                                                  std::move(sink), std::move(config), model,
                                                  *std::move(plan), *std::move(overrides));
-  exchange->Post([plan_error](ChatExchange& e) { e.Begin(plan_error); });
+  if (!rag_refused.empty()) exchange->AddWarning(std::move(rag_refused));
+  auto begin = [plan_error](ChatExchange& e) { e.Begin(plan_error); };
+  if (use_memory || use_rag) {
+    // Memory and retrieval read SQLite and embed text: a worker does it, then the attempts start
+    // on the event thread.
+    const bool queued =
+        hooks_.workers->Submit([exchange, begin, use_memory, use_rag, enricher = hooks_.enricher] {
+          exchange->Enrich(*enricher, use_memory, use_rag);
+          exchange->Post(begin);
+        });
+    if (!queued) {
+      exchange->AddWarning("enrichment skipped: the worker queue is full");
+      exchange->Post(begin);
+    }
+  } else {
+    exchange->Post(begin);
+  }
   return [weak = std::weak_ptr<ChatExchange>(exchange)] {
     if (std::shared_ptr<ChatExchange> e = weak.lock()) {
       e->Post([](ChatExchange& x) { x.CancelByClient(); });

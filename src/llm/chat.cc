@@ -160,7 +160,7 @@ bool NestingExceeds(std::string_view text, int limit) {
 
 }  // namespace
 
-absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view text) {
+absl::StatusOr<json> ParseJsonObject(std::string_view text) {
   // Copying and serialising JSON recurse once per level: refuse absurd nesting before parsing.
   if (NestingExceeds(text, kMaxJsonNesting)) {
     return WithErrorCode(absl::InvalidArgumentError(absl::StrCat(
@@ -173,8 +173,14 @@ absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view text) {
         absl::InvalidArgumentError("the request body is not valid JSON (or not valid UTF-8)"),
         "invalid_json");
   }
-  if (!body.is_object())
+  if (!body.is_object()) {
     return absl::InvalidArgumentError("the request body must be a JSON object");
+  }
+  return body;
+}
+
+absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view text) {
+  AILB_ASSIGN_OR_RETURN(json body, ParseJsonObject(text));
 
   ChatRequest request;
   auto model = body.find("model");

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "ailb/upstream/http_client.h"
 #include "spdlog/spdlog.h"
+#include "upstream/curl_handles.h"
 
 namespace ailb::upstream {
 
@@ -32,21 +33,6 @@ std::string_view FindHeader(const Headers& headers, std::string_view name) {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct EasyDeleter {
-  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
-};
-using EasyHandle = std::unique_ptr<CURL, EasyDeleter>;
-
-struct SlistDeleter {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-};
-using HeaderList = std::unique_ptr<curl_slist, SlistDeleter>;
-
-struct MultiDeleter {
-  void operator()(CURLM* multi) const { curl_multi_cleanup(multi); }
-};
-using MultiHandle = std::unique_ptr<CURLM, MultiDeleter>;
 
 std::string_view TrimView(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);

@@ -1070,6 +1070,17 @@ std::vector<std::string> EmbeddingInputs(const Json& input) {
   return out;
 }
 
+// The inputs an embedding reply covers: the request's, less or more per embedding_count_delta.
+std::vector<std::string> ScriptedEmbeddingInputs(const std::vector<std::string>& inputs,
+                                                 const FakeBehavior& b) {
+  std::vector<std::string> out = inputs;
+  if (b.embedding_count_delta < 0) {
+    out.resize(out.size() - std::min(out.size(), static_cast<size_t>(-b.embedding_count_delta)));
+  }
+  for (int i = 0; i < b.embedding_count_delta; ++i) out.push_back(absl::StrCat("extra ", i));
+  return out;
+}
+
 // What the response builders need from a request body.
 struct BodyInfo {
   bool json_ok = false;
@@ -1107,6 +1118,11 @@ BodyInfo ReadBody(Api api, std::string_view body) {
     if (v >= 1 && v <= kMaxEmbeddingDims) info.dims = static_cast<int>(v);
   }
   return info;
+}
+
+// Vector length for an embedding reply: forced by the behaviour, else the request's.
+int EmbeddingDims(const BodyInfo& info, const FakeBehavior& b) {
+  return b.embedding_dims > 0 ? std::min(b.embedding_dims, kMaxEmbeddingDims) : info.dims;
 }
 
 std::string OllamaModelName(std::string_view name) {
@@ -1529,6 +1545,11 @@ void FakeLlmServer::Loop::HandleRequest(Conn& c, HttpRequest req) {
   {
     absl::MutexLock lock(&owner_->mu_);
     owner_->request_count_++;
+    if (known && (route.api == Api::kOpenAiEmbeddings || route.api == Api::kOllamaEmbed ||
+                  route.api == Api::kOllamaEmbeddingsLegacy)) {
+      owner_->embedding_request_count_++;
+      owner_->embedding_input_count_ += info.inputs.size();
+    }
     if (new_model) owner_->models_seen_.push_back(info.model);
     if (known) {
       if (owner_->queued_.empty()) {
@@ -1682,10 +1703,13 @@ Response FakeLlmServer::Loop::BuildResponse(const HttpRequest& req, const Route&
           OllamaTimings(b), "}");
       break;
     case Api::kOpenAiEmbeddings: {
+      const std::vector<std::string> inputs = ScriptedEmbeddingInputs(info.inputs, b);
+      const int dims = EmbeddingDims(info, b);
       body = "{\"object\":\"list\",\"data\":[";
-      for (size_t i = 0; i < info.inputs.size(); ++i) {
-        absl::StrAppend(&body, i > 0 ? "," : "", "{\"object\":\"embedding\",\"index\":", i,
-                        ",\"embedding\":", EmbeddingJson(info.inputs[i], info.dims), "}");
+      for (size_t k = 0; k < inputs.size(); ++k) {
+        const size_t i = b.reverse_embeddings ? inputs.size() - 1 - k : k;
+        absl::StrAppend(&body, k > 0 ? "," : "", "{\"object\":\"embedding\",\"index\":", i,
+                        ",\"embedding\":", EmbeddingJson(inputs[i], dims), "}");
       }
       absl::StrAppend(&body, "],\"model\":", model,
                       ",\"usage\":{\"prompt_tokens\":", b.prompt_tokens,
@@ -1693,18 +1717,22 @@ Response FakeLlmServer::Loop::BuildResponse(const HttpRequest& req, const Route&
       break;
     }
     case Api::kOllamaEmbed: {
+      const std::vector<std::string> inputs = ScriptedEmbeddingInputs(info.inputs, b);
+      const int dims = EmbeddingDims(info, b);
       body = absl::StrCat("{\"model\":", model, ",\"embeddings\":[");
-      for (size_t i = 0; i < info.inputs.size(); ++i) {
-        absl::StrAppend(&body, i > 0 ? "," : "", EmbeddingJson(info.inputs[i], info.dims));
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        absl::StrAppend(&body, i > 0 ? "," : "", EmbeddingJson(inputs[i], dims));
       }
       absl::StrAppend(&body, "],\"total_duration\":1100000,\"load_duration\":100000,",
                       "\"prompt_eval_count\":", b.prompt_tokens, "}");
       break;
     }
-    case Api::kOllamaEmbeddingsLegacy:
-      body = absl::StrCat("{\"embedding\":",
-                          EmbeddingJson(info.inputs.empty() ? "" : info.inputs[0], info.dims), "}");
+    case Api::kOllamaEmbeddingsLegacy: {
+      const int dims = EmbeddingDims(info, b);
+      body = absl::StrCat(
+          "{\"embedding\":", EmbeddingJson(info.inputs.empty() ? "" : info.inputs[0], dims), "}");
       break;
+    }
     case Api::kOpenAiModels: {
       const int64_t created = UnixNow();
       body =
@@ -1865,10 +1893,22 @@ size_t FakeLlmServer::RequestCount() const {
   return request_count_;
 }
 
+size_t FakeLlmServer::EmbeddingRequestCount() const {
+  absl::MutexLock lock(&mu_);
+  return embedding_request_count_;
+}
+
+size_t FakeLlmServer::EmbeddingInputCount() const {
+  absl::MutexLock lock(&mu_);
+  return embedding_input_count_;
+}
+
 void FakeLlmServer::ClearRequests() {
   absl::MutexLock lock(&mu_);
   requests_.clear();
   request_count_ = 0;
+  embedding_request_count_ = 0;
+  embedding_input_count_ = 0;
 }
 
 int FakeLlmServer::OpenConnections() const {

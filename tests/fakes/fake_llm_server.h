@@ -20,7 +20,7 @@
 //
 // Endpoints (routing ignores the query string):
 //   OpenAI     POST  .../chat/completions   chat.completion or SSE chat.completion.chunk stream
-//              POST  .../embeddings         deterministic L2-normalised vectors
+//              POST  .../embeddings         deterministic L2-normalised vectors (see FakeBehavior)
 //              GET   .../models             "fake-model" plus every model named in a request
 //   Anthropic  POST  .../messages           message or SSE event stream
 //   Ollama     POST  /api/chat              NDJSON stream (the default) or one JSON object
@@ -108,6 +108,18 @@ struct FakeBehavior {
   // OpenAI finish_reason; mapped to Anthropic stop_reason ("stop" -> "end_turn", "length" ->
   // "max_tokens", "tool_calls" -> "tool_use") and Ollama done_reason.
   std::string finish_reason = "stop";
+
+  // Embeddings (OpenAI .../embeddings, Ollama /api/embed and /api/embeddings). Each vector is a
+  // deterministic function of its input text and length, L2-normalised.
+  // Vector length: 0 means the request's "dimensions" field when it is valid, else 8; > 0 forces
+  // this length whatever the request asks (a provider ignoring "dimensions").
+  int embedding_dims = 0;
+  // OpenAI replies list data[] last-first (each item keeps its true "index"): clients must order
+  // by index, not by position.
+  bool reverse_embeddings = false;
+  // Added to the number of vectors in a reply: < 0 drops the last ones, > 0 appends vectors for
+  // made-up inputs (a provider answering the wrong count).
+  int embedding_count_delta = 0;
 };
 
 // One complete request as received (recorded before the behaviour is applied, so hung, reset and
@@ -158,6 +170,11 @@ class FakeLlmServer {
   // Every complete request received since the last ClearRequests(), in order.
   std::vector<RecordedRequest> Requests() const;
   size_t RequestCount() const;
+  // Requests to the embedding endpoints (answered or not), and the texts they asked to embed; for
+  // asserting how a client batches.
+  size_t EmbeddingRequestCount() const;
+  size_t EmbeddingInputCount() const;
+  // Clears Requests() and every count above.
   void ClearRequests();
 
   // Currently open client connections.
@@ -191,6 +208,8 @@ class FakeLlmServer {
   std::deque<FakeBehavior> queued_ ABSL_GUARDED_BY(mu_);
   std::vector<RecordedRequest> requests_ ABSL_GUARDED_BY(mu_);
   size_t request_count_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t embedding_request_count_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t embedding_input_count_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> models_seen_ ABSL_GUARDED_BY(mu_);
   int open_connections_ ABSL_GUARDED_BY(mu_) = 0;
   int streams_completed_ ABSL_GUARDED_BY(mu_) = 0;

@@ -16,7 +16,9 @@
 #include "absl/base/thread_annotations.h"
 #include "ailb/common/clock.h"
 #include "ailb/common/random.h"
+#include "ailb/common/worker_pool.h"
 #include "ailb/config/config.h"
+#include "ailb/gateway/enricher.h"
 #include "ailb/gateway/response_sink.h"
 #include "ailb/llm/chat.h"
 #include "ailb/metrics/request_metrics.h"
@@ -50,6 +52,10 @@ struct GatewayHooks {
   const router::ModelAliases* aliases = nullptr;
   // Used when the configuration turns session_affinity on.
   router::SessionAffinity* affinity = nullptr;
+  // Memory and RAG enrichment, run on `workers` (never on a reactor or the event thread). Both
+  // must be set for enrichment to happen.
+  Enricher* enricher = nullptr;
+  WorkerPool* workers = nullptr;
 };
 
 // Counts requests in flight so shutdown can drain them. Thread-safe.

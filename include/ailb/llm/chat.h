@@ -34,6 +34,10 @@ struct ChatRequest {
   nlohmann::json body;
 };
 
+// Parses a request body that must be a JSON object, without throwing: InvalidArgument (code
+// invalid_json) for malformed JSON or UTF-8 and for nesting deeper than kMaxJsonNesting.
+absl::StatusOr<nlohmann::json> ParseJsonObject(std::string_view text);
+
 // Parses and validates a /v1/chat/completions body. Never throws. Errors are InvalidArgument
 // naming the offending field (OpenAI's `param`).
 absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view body);

@@ -82,6 +82,10 @@ struct RagLimits {
   size_t max_query_bytes = 16 << 10;
   // An index is rebuilt in the background once this share of its entries are tombstones.
   double compaction_threshold = 0.25;
+  // A filtered vector query whose filter allows at most this many chunks is answered by exact
+  // search over their vectors (a few ms at 384 dimensions); larger sets go through the HNSW index
+  // with over-fetch, skipping disallowed chunks.
+  size_t max_exact_search_chunks = 20'000;
 };
 
 // Thread-safe. Every method blocks on disk (and on the embedder's network I/O): call from worker

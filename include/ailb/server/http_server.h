@@ -4,8 +4,10 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
+#include "ailb/common/worker_pool.h"
 #include "ailb/config/config.h"
 #include "ailb/gateway/gateway.h"
 #include "ailb/metrics/registry.h"
@@ -22,15 +24,34 @@ struct HttpServerOptions {
   std::chrono::milliseconds keepalive_timeout{660'000};
 };
 
+// Endpoints whose work blocks (SQLite, index builds, embedding calls): the HTTP server checks
+// authorisation on the reactor and runs Handle on a worker pool. Thread-safe.
+class BlockingApi {
+ public:
+  virtual ~BlockingApi() = default;
+  struct Reply {
+    int http_status = 200;
+    std::string json_body;
+  };
+  // Whether `path` (without the query string) belongs to this API.
+  virtual bool Handles(std::string_view path) const = 0;
+  // Blocking: called on a worker thread. Errors are answered through the one status mapping.
+  virtual absl::StatusOr<Reply> Handle(std::string_view method, std::string_view path,
+                                       std::string_view body) = 0;
+};
+
 // Thread-safe. Handlers validate on the reactor thread and hand the request to the gateway; no
 // upstream I/O ever runs on a reactor thread.
 class HttpServer {
  public:
   virtual ~HttpServer() = default;
   // Binds and starts serving on background threads.
+  // `blocking_api` and `workers` (both or neither) serve the memory, RAG and embeddings
+  // endpoints.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const HttpServerOptions& options, gateway::Gateway& gateway, config::ConfigStore& config,
-      const metrics::Registry* registry = nullptr);
+      const metrics::Registry* registry = nullptr, BlockingApi* blocking_api = nullptr,
+      WorkerPool* workers = nullptr);
   virtual int port() const = 0;
   // Streams currently open to clients.
   virtual int open_streams() const = 0;

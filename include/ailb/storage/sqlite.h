@@ -1,9 +1,9 @@
 // RAII owners for SQLite handles and a small Status-returning API over them.
 //
-// One database file in AILB_DATA_DIR (WAL, synchronous=FULL for acknowledged writes) is the source of
-// truth for sessions, RAG collections, documents, chunks and their vectors. Every component opens its
-// own Database on that file; WAL lets readers run beside the one writer, and a busy timeout turns
-// writer contention into waiting rather than SQLITE_BUSY errors.
+// One database file in AILB_DATA_DIR (WAL, synchronous=FULL for acknowledged writes) is the source
+// of truth for sessions, RAG collections, documents, chunks and their vectors. Every component
+// opens its own Database on that file; WAL lets readers run beside the one writer, and a busy
+// timeout turns writer contention into waiting rather than SQLITE_BUSY errors.
 #pragma once
 
 #include <cstdint>
@@ -40,11 +40,13 @@ class Statement {
   Statement& BindNull(int index);
 
   // Advances: true when a row is available, false when done; errors (incl. bind errors recorded
-  // earlier) as a Status with the SQLite message.
+  // earlier) as a Status with the SQLite message. After false or an error, Reset() before
+  // running the statement again. A recorded bind error is returned by every Step until Reset.
   absl::StatusOr<bool> Step();
   // Runs to completion, discarding rows.
   absl::Status Run();
-  // Clears bindings and rewinds, so the statement can be reused.
+  // Clears bindings (to NULL) and any recorded bind error and rewinds, so the statement can be
+  // reused.
   void Reset();
 
   int64_t ColumnInt(int column) const;
@@ -73,7 +75,10 @@ struct DatabaseOptions {
 // One connection. Not thread-safe: guard it with a mutex or give each thread its own.
 class Database {
  public:
-  // Opens (creating when absent, unless read-only) `path` in WAL mode with foreign keys on.
+  // Opens (creating when absent, unless read-only) `path` in WAL mode with foreign keys on, and
+  // reads the file's header, so a file that is not a database fails here with DataLoss. NotFound
+  // when a read-only database or a new database's directory does not exist. Read-only
+  // connections follow the journal mode stored in the file instead of setting it.
   static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path,
                                                         DatabaseOptions options = {});
   ~Database();
@@ -82,6 +87,7 @@ class Database {
 
   // Runs one or more statements without results (schema, pragmas).
   absl::Status Exec(std::string_view sql);
+  // Exactly one statement: InvalidArgument when `sql` holds none or more than one.
   absl::StatusOr<Statement> Prepare(std::string_view sql);
   int64_t LastInsertRowId() const;
   int64_t Changes() const;
@@ -94,7 +100,10 @@ class Database {
   std::string path_;
 };
 
-// BEGIN IMMEDIATE on construction; ROLLBACK on destruction unless Commit() succeeded.
+// BEGIN IMMEDIATE on construction; ROLLBACK on destruction unless Commit() succeeded (a failed
+// Commit leaves the transaction open for the destructor to roll back). A moved-from Transaction
+// does nothing; Commit on it, or a second Commit, is FailedPrecondition. Begin on a read-only
+// connection is FailedPrecondition.
 class Transaction {
  public:
   static absl::StatusOr<Transaction> Begin(Database& db);
@@ -109,9 +118,13 @@ class Transaction {
   Database* db_;
 };
 
-// Maps a SQLite result code to a canonical status: BUSY/LOCKED → Unavailable, FULL/IOERR →
-// ResourceExhausted/Unavailable ("disk full"), READONLY → FailedPrecondition, CONSTRAINT →
-// AlreadyExists/InvalidArgument, CORRUPT/NOTADB → DataLoss, else Internal.
+// Maps a SQLite result code (primary or extended) to a canonical status: BUSY/LOCKED →
+// Unavailable, FULL → ResourceExhausted ("disk full"), IOERR → Unavailable, NOMEM →
+// ResourceExhausted, READONLY → FailedPrecondition, CONSTRAINT → AlreadyExists for the extended
+// UNIQUE/PRIMARYKEY/ROWID codes and InvalidArgument for the others (CHECK, NOT NULL, FOREIGN KEY),
+// TOOBIG → InvalidArgument, CORRUPT/NOTADB → DataLoss, PERM/AUTH → PermissionDenied, CANTOPEN →
+// FailedPrecondition, else Internal. The message is "<context>: <message> (sqlite code N)".
+// Connections opened by Database::Open report extended codes.
 absl::Status SqliteError(int code, std::string_view context, std::string_view message);
 
 }  // namespace ailb::storage

@@ -77,6 +77,8 @@ struct Shared {
   gateway::Gateway* gateway = nullptr;
   config::ConfigStore* config = nullptr;
   const metrics::Registry* registry = nullptr;
+  BlockingApi* blocking_api = nullptr;
+  WorkerPool* workers = nullptr;
   int64_t max_body_bytes = 0;
   std::atomic<int> open_streams{0};
   std::atomic<int64_t> pending_writes{0};
@@ -193,20 +195,6 @@ bool IsPrintableToken(std::string_view value) {
   return true;
 }
 
-std::string UrlDecode(std::string_view in) {
-  std::string out;
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '%' && i + 2 < in.size() && std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
-      out.push_back(static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
-      i += 2;
-    } else {
-      out.push_back(in[i]);
-    }
-  }
-  return out;
-}
-
 class Handler final : public Pistache::Http::Handler {
  public:
   HTTP_PROTOTYPE(Handler)
@@ -301,15 +289,58 @@ class Handler final : public Pistache::Http::Handler {
       if (absl::StartsWith(path, ToAbsl(prefix)) && path.size() > prefix.size()) {
         if (!only(Method::Get, "GET")) return;
         if (!Authorized(request, sink)) return;
-        SendResult(sink, shared_->gateway->ListModels(UrlDecode(path.substr(prefix.size()))));
+        SendResult(sink, shared_->gateway->ListModels(PercentDecode(path.substr(prefix.size()))));
         return;
       }
+    }
+    if (shared_->blocking_api != nullptr && shared_->blocking_api->Handles(path)) {
+      Blocking(request, sink);
+      return;
     }
     gateway::SendError(
         *sink, WithErrorCode(
                    absl::NotFoundError(absl::StrCat(
                        "no route for ", ToAbsl(Pistache::Http::methodString(method)), " ", path)),
                    "unknown_url"));
+  }
+
+  // Memory, RAG and embeddings: authorised and size-checked here, run on a worker thread.
+  void Blocking(const Request& request, const std::shared_ptr<PeerSink>& sink) {
+    if (!Authorized(request, sink)) return;
+    if (static_cast<int64_t>(request.body().size()) > shared_->max_body_bytes) {
+      gateway::SendError(*sink, PayloadTooLargeError(absl::StrCat(
+                                    "request body of ", request.body().size(),
+                                    " bytes exceeds the limit of ", shared_->max_body_bytes)));
+      return;
+    }
+    if (!request.body().empty()) {
+      if (std::optional<std::string> type = HeaderValue(request, "Content-Type")) {
+        std::string mime = absl::AsciiStrToLower(*type);
+        if (!absl::StartsWith(absl::StripLeadingAsciiWhitespace(mime), "application/json")) {
+          gateway::SendError(
+              *sink, UnsupportedMediaTypeError(
+                         absl::StrCat("Content-Type must be application/json, got '", *type, "'")));
+          return;
+        }
+      }
+    }
+    const bool queued = shared_->workers->Submit(
+        [api = shared_->blocking_api, sink,
+         method = std::string(Pistache::Http::methodString(request.method())),
+         path = request.resource(), body = request.body()] {
+          absl::StatusOr<BlockingApi::Reply> reply = api->Handle(method, path, body);
+          if (!reply.ok()) {
+            gateway::SendError(*sink, reply.status());
+            return;
+          }
+          sink->SendJson(reply->http_status, {}, std::move(reply->json_body));
+        });
+    if (!queued) {
+      gateway::SendError(*sink, WithRetryAfter(absl::UnavailableError(
+                                                   "ailb is overloaded: too much memory and RAG "
+                                                   "work is queued; retry shortly"),
+                                               1));
+    }
   }
 
   static void SendResult(const std::shared_ptr<PeerSink>& sink,
@@ -428,12 +459,15 @@ class PistacheHttpServer final : public HttpServer {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
-                                                              gateway::Gateway& gateway,
-                                                              config::ConfigStore& config,
-                                                              const metrics::Registry* registry) {
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    const HttpServerOptions& options, gateway::Gateway& gateway, config::ConfigStore& config,
+    const metrics::Registry* registry, BlockingApi* blocking_api, WorkerPool* workers) {
   auto shared = std::make_shared<Shared>();
   shared->registry = registry;
+  if (blocking_api != nullptr && workers != nullptr) {
+    shared->blocking_api = blocking_api;
+    shared->workers = workers;
+  }
   shared->gateway = &gateway;
   shared->config = &config;
   shared->max_body_bytes = options.max_body_bytes;
