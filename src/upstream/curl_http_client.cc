@@ -315,13 +315,13 @@ class CurlHttpClient final : public HttpClient {
       case CURLE_OK:
         return absl::OkStatus();
       case CURLE_OPERATION_TIMEDOUT: {
-        if (!t->head_delivered && t->http_status == 0) {
-          curl_off_t connect_us = 0;
-          curl_easy_getinfo(t->easy.get(), CURLINFO_CONNECT_TIME_T, &connect_us);
-          if (connect_us == 0) {
-            return absl::DeadlineExceededError(absl::StrCat(
-                "connect to upstream timed out after ", t->request.connect_timeout.count(), " ms"));
-          }
+        // libcurl words its connect timeout "Connection timed out after ..." and its total one
+        // "Operation timed out after ...". (The connect time alone cannot tell: it is zero on a
+        // reused connection too.)
+        if (!t->head_delivered && t->http_status == 0 &&
+            absl::StrContains(detail, "Connection timed out")) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              "connect to upstream timed out after ", t->request.connect_timeout.count(), " ms"));
         }
         return absl::DeadlineExceededError(absl::StrCat("upstream exceeded the total deadline of ",
                                                         t->request.total_timeout.count(), " ms"));

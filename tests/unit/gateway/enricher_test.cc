@@ -11,6 +11,7 @@
 #include "ailb/rag/embedder.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/temp_dir.h"
 
 namespace ailb::gateway {
 namespace {
@@ -22,11 +23,8 @@ using ::testing::IsEmpty;
 class EnricherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string dir_template = ::testing::TempDir() + "/ailb-enricher-" +
-                               ::testing::UnitTest::GetInstance()->current_test_info()->name() +
-                               "-XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template.data()), nullptr);
-    dir_ = dir_template;
+    dir_ = ailb::testing::MakeTestDir("enricher");
+    ASSERT_FALSE(dir_.empty());
     auto embedder = rag::NewLocalEmbedder(128);
     ASSERT_TRUE(embedder.ok());
     auto memory = memory::SessionMemory::Open(dir_, *std::move(embedder), clock_);
@@ -41,7 +39,7 @@ class EnricherTest : public ::testing::Test {
   void TearDown() override {
     rag_.reset();
     memory_.reset();
-    std::filesystem::remove_all(dir_);
+    ailb::testing::RemoveTestDir(dir_);
   }
 
   static llm::ChatRequest Request(json messages, std::optional<std::string> session = {},

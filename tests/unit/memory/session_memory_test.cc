@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "testing/temp_dir.h"
 
 namespace ailb::memory {
 namespace {
@@ -44,13 +45,8 @@ std::string RelevantPart(const std::string& text) {
 class SessionMemoryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // Unique per test and per process: ctest runs the tests as parallel processes.
-    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string pattern = (std::filesystem::path(::testing::TempDir()) /
-                           absl::StrCat("session_memory_", info->name(), "_XXXXXX"))
-                              .string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr) << pattern;
-    dir_ = pattern;
+    dir_ = ailb::testing::MakeTestDir("session_memory");
+    ASSERT_FALSE(dir_.empty());
     auto embedder = rag::NewLocalEmbedder(384);
     ASSERT_TRUE(embedder.ok()) << embedder.status();
     embedder_ = std::move(embedder).value();
@@ -364,7 +360,7 @@ TEST_F(SessionMemoryTest, InvalidSessionIdsAreRejected) {
        {std::string(), std::string(257, 'a'), std::string("a\nb"), std::string("tab\there"),
         std::string("del\x7f"), std::string("nul\0x", 5), std::string("bad\xff"),
         std::string("c1\xc2\x85")}) {
-    SCOPED_TRACE(testing::PrintToString(id));
+    SCOPED_TRACE(::testing::PrintToString(id));
     EXPECT_EQ(memory.AppendExchange(id, messages, "hello").code(),
               absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(memory.BuildContext(id, messages).status().code(),

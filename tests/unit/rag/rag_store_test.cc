@@ -30,6 +30,7 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/sinks/ringbuffer_sink.h"
 #include "spdlog/spdlog.h"
+#include "testing/temp_dir.h"
 
 namespace ailb::rag {
 namespace {
@@ -150,12 +151,8 @@ std::vector<std::string> DocIds(const std::vector<QueryHit>& hits) {
 class RagStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string pattern =
-        (fs::path(::testing::TempDir()) / absl::StrCat("rag_store_", info->name(), "_XXXXXX"))
-            .string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr) << pattern;
-    dir_ = pattern;
+    dir_ = ailb::testing::MakeTestDir("rag_store");
+    ASSERT_FALSE(dir_.empty());
     limits_.max_document_bytes = 16 << 10;
     limits_.max_documents_per_request = 100;
     log_sink_ = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000);
@@ -558,7 +555,7 @@ TEST_F(RagStoreTest, FiltersApplyBeforeRanking) {
     // The best match overall ("wing") is excluded; the filtered set is ranked on its own.
     std::vector<QueryHit> hits =
         Search("docs", "swept wing slipstream boundary layer", mode, 10, {{"topic", "aero"}});
-    EXPECT_THAT(DocIds(hits), testing::Contains("boundary"));
+    EXPECT_THAT(DocIds(hits), ::testing::Contains("boundary"));
     for (const QueryHit& hit : hits) EXPECT_EQ(hit.metadata["topic"], "aero");
     hits = Search("docs", "swept wing", mode, 10, {{"topic", "thermal"}});
     for (const QueryHit& hit : hits) EXPECT_EQ(hit.document_id, "heat");
@@ -807,7 +804,7 @@ TEST_F(RagStoreTest, StaleSnapshotIsCaughtUp) {
   EXPECT_EQ(CountLogs("rebuilding"), 0);
   EXPECT_THAT(Search("docs", Corpus()[4].text, QueryMode::kVector, 4), SizeIs(4));
   EXPECT_THAT(DocIds(Search("docs", "sourdough bread", QueryMode::kHybrid, 4)),
-              testing::Not(testing::Contains("bread")));
+              ::testing::Not(::testing::Contains("bread")));
 }
 
 TEST_F(RagStoreTest, CompactionAfterManyDeletionsKeepsResults) {

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/temp_dir.h"
 
 namespace ailb::rag {
 namespace {
@@ -99,21 +100,11 @@ std::unique_ptr<VectorIndex> CreateOrDie(int dim, HnswOptions options = {}) {
 class VectorIndexTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // Unique per test and per process: ctest runs each test as its own process, in parallel.
-    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string(info->test_suite_name()) + "_" + info->name();
-    for (char& c : name) {
-      if (c == '/') c = '_';
-    }
-    std::string pattern = ::testing::TempDir() + "vector_index_" + name + "_XXXXXX";
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr) << pattern;
-    dir_ = pattern;
+    dir_ = ailb::testing::MakeTestDir("vector_index");
+    ASSERT_FALSE(dir_.empty());
   }
 
-  void TearDown() override {
-    std::error_code ignored;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
-  }
+  void TearDown() override { ailb::testing::RemoveTestDir(dir_); }
 
   // `count` clustered vectors labelled 1000 + i, added to a new index and kept for checks.
   std::unique_ptr<VectorIndex> BuildIndex(size_t count, HnswOptions options = {}) {

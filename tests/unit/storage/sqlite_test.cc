@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/temp_dir.h"
 
 namespace ailb::storage {
 namespace {
@@ -28,22 +29,12 @@ using ::testing::HasSubstr;
 class SqliteTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // Unique per test and per process: ctest runs each test as its own process, in parallel.
-    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string(info->test_suite_name()) + "_" + info->name();
-    for (char& c : name) {
-      if (c == '/') c = '_';
-    }
-    std::string pattern = ::testing::TempDir() + "sqlite_" + name + "_XXXXXX";
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr) << pattern;
-    dir_ = pattern;
+    dir_ = ailb::testing::MakeTestDir("sqlite");
+    ASSERT_FALSE(dir_.empty());
     path_ = dir_ + "/test.db";
   }
 
-  void TearDown() override {
-    std::error_code ignored;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
-  }
+  void TearDown() override { ailb::testing::RemoveTestDir(dir_); }
 
   std::unique_ptr<Database> OpenOrDie(DatabaseOptions options = {}) {
     absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path_, options);
