@@ -82,28 +82,22 @@ class FakeHttpClient final : public upstream::HttpClient {
 
   // Runs queued tasks, including those they queue, until none is left.
   void RunPending() {
-    for (;;) {
-      std::function<void()> task;
-      {
-        std::lock_guard lock(mu_);
-        if (tasks_.empty()) return;
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
-      }
-      task();
+    while (RunOne()) {
     }
   }
 
-  // Runs only the oldest queued task (to interleave upstream events with posted work).
-  void RunOne() {
+  // Runs only the oldest queued task (to interleave upstream events with posted work); false when
+  // there was none.
+  bool RunOne() {
     std::function<void()> task;
     {
       std::lock_guard lock(mu_);
-      if (tasks_.empty()) return;
+      if (tasks_.empty()) return false;
       task = std::move(tasks_.front());
       tasks_.pop_front();
     }
     task();
+    return true;
   }
 
   size_t pending_tasks() const {
