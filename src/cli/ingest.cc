@@ -30,6 +30,7 @@
 #include "absl/strings/str_format.h"
 #include "ailb/common/status.h"
 #include "ailb/common/strings.h"
+#include "ailb/common/utf8.h"
 #include "upstream/curl_handles.h"
 
 #ifndef AILB_VERSION
@@ -153,39 +154,6 @@ InputFormat ResolveInputFormat(InputFormat requested, std::string_view path) {
 std::string InputError::ToString() const {
   if (line > 0) return absl::StrCat(source, ":", line, ": ", message);
   return absl::StrCat(source, ": ", message);
-}
-
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int length;
-    uint32_t min;
-    uint32_t code;
-    if ((c & 0xE0) == 0xC0) {
-      length = 2, min = 0x80, code = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      length = 3, min = 0x800, code = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      length = 4, min = 0x10000, code = c & 0x07;
-    } else {
-      return false;
-    }
-    if (n - i < static_cast<size_t>(length)) return false;
-    for (int k = 1; k < length; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      code = (code << 6) | (cc & 0x3F);
-    }
-    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    i += length;
-  }
-  return true;
 }
 
 absl::StatusOr<Document> ParseJsonLine(std::string_view line, const JsonlFields& fields) {

@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "ailb/common/status.h"
 #include "ailb/common/strings.h"
+#include "ailb/common/utf8.h"
 #include "ailb/rag/chunker.h"
 #include "ailb/rag/vector_index.h"
 #include "ailb/storage/sqlite.h"
@@ -137,43 +138,6 @@ absl::Status WithContext(const absl::Status& status, std::string_view context) {
 
 absl::Status CollectionNotFound(std::string_view name) {
   return absl::NotFoundError(absl::StrCat("collection '", ToAbsl(name), "' does not exist"));
-}
-
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t extra = 0;
-    uint32_t code = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      extra = 1;
-      code = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2;
-      code = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3;
-      code = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + extra >= s.size()) return false;  // truncated sequence
-    for (size_t k = 1; k <= extra; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      code = (code << 6) | (cc & 0x3F);
-    }
-    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
-    static constexpr uint32_t kMinimum[] = {0, 0x80, 0x800, 0x10000};
-    if (code < kMinimum[extra] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) {
-      return false;
-    }
-    i += extra + 1;
-  }
-  return true;
 }
 
 // A document id as quoted in error messages: long ids are cut so messages stay readable.

@@ -82,9 +82,6 @@ absl::StatusOr<Document> TextFileDocument(std::string_view path, std::string_vie
 DocumentBatch ConvertFile(std::string_view path, std::string_view content, InputFormat format,
                           const JsonlFields& fields);
 
-// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or code points > U+10FFFF).
-bool IsValidUtf8(std::string_view s);
-
 // Bounds of one upsert request.
 struct BatchLimits {
   size_t max_documents = 64;

@@ -46,4 +46,14 @@ inline Utf8Char DecodeUtf8(std::string_view text, size_t i) {
   return {length, code_point};
 }
 
+// True when all of `text` is well-formed UTF-8.
+inline bool IsValidUtf8(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const size_t length = DecodeUtf8(text, i).length;
+    if (length == 0) return false;
+    i += length;
+  }
+  return true;
+}
+
 }  // namespace ailb
