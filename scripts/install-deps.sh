@@ -11,6 +11,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcurl4-openssl-dev libssl-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev
   python3 python3-grpcio python3-grpc-tools
+  prometheus
 )
 
 SUDO=""

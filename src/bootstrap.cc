@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "ailb/auth/key_store.h"
 #include "ailb/common/clock.h"
 #include "ailb/common/logging.h"
 #include "ailb/common/random.h"
@@ -25,6 +26,7 @@
 #include "ailb/common/worker_pool.h"
 #include "ailb/config/config.h"
 #include "ailb/control/live_module.h"
+#include "ailb/gateway/deployment_metrics.h"
 #include "ailb/gateway/enricher.h"
 #include "ailb/gateway/gateway.h"
 #include "ailb/gateway/health_checker.h"
@@ -39,6 +41,8 @@
 #include "ailb/router/health.h"
 #include "ailb/router/router.h"
 #include "ailb/router/traffic_split.h"
+#include "ailb/router/usage_limiter.h"
+#include "ailb/server/admin_api.h"
 #include "ailb/server/control_server.h"
 #include "ailb/server/http_server.h"
 #include "ailb/server/knowledge_api.h"
@@ -104,11 +108,6 @@ void LogConfigSummary(const config::Config& config) {
                  d.model_name, config::ProviderName(d.provider), d.upstream_model, d.api_base,
                  d.api_key.empty() ? "none" : "set");
   }
-  if (config.api_keys.empty()) {
-    spdlog::warn(
-        "no API keys configured (AILB_API_KEYS): the data plane is open to anyone "
-        "who can reach it");
-  }
   if (config.deployments.empty()) {
     spdlog::warn(
         "no model deployments configured: set OPENAI_MODELS (and OPENAI_BASE_URL), "
@@ -116,7 +115,46 @@ void LogConfigSummary(const config::Config& config) {
   }
 }
 
+// LOG_LEVEL applies at once on reload (the logger's format is fixed at start). The change is
+// announced while the more verbose of the two levels is in effect, so it shows either way.
+void ApplyLogLevel(const config::Config& current, const config::Config& next) {
+  if (current.log_level == next.log_level) return;
+  const spdlog::level::level_enum level = spdlog::level::from_str(next.log_level);
+  const bool more_verbose = level <= spdlog::get_level();
+  if (more_verbose) spdlog::set_level(level);
+  spdlog::info("log_level changed from {} to {}", current.log_level, next.log_level);
+  if (!more_verbose) spdlog::set_level(level);
+}
+
+// Hands the configured keys to the key store and says in the log who may call.
+void ApplyKeys(auth::KeyStore& keys, const config::Config& config) {
+  std::vector<auth::ConfiguredKey> configured;
+  for (size_t i = 0; i < config.api_keys.size(); ++i) {
+    auth::ConfiguredKey key;
+    key.key = config.api_keys[i];
+    if (i < config.api_key_settings.size()) {
+      key.name = config.api_key_settings[i].name;
+      key.limits = config.api_key_settings[i].limits;
+    }
+    configured.push_back(std::move(key));
+  }
+  keys.SetConfigured(configured, config.admin_key);
+  if (keys.DataPlaneOpen()) {
+    spdlog::warn(
+        "no API keys and no admin key (AILB_API_KEYS, AILB_ADMIN_KEY): the data plane is OPEN to "
+        "anyone who can reach it");
+    return;
+  }
+  const size_t total = keys.List().size();
+  spdlog::info(
+      "the data plane requires API keys: {} configured, {} created by the admin; admin key "
+      "{}",
+      config.api_keys.size(), total - std::min(total, config.api_keys.size()),
+      keys.HasAdminKey() ? "set" : "not set (key administration disabled)");
+}
+
 constexpr int kWorkerThreads = 4;
+constexpr std::chrono::seconds kSpendFlushInterval{1};
 constexpr std::chrono::seconds kSnapshotInterval{30};
 constexpr std::chrono::minutes kRetentionInterval{10};
 
@@ -242,7 +280,9 @@ int RunMain(int argc, char** argv) {
   if (absl::Status loaded = split.Load(); !loaded.ok()) spdlog::warn("{}", loaded.message());
   split.SyncVersions(VersionsOf(startup));
   router::HealthTracker health(clock, router::HealthPolicy{});
-  router::Router router(health, *random, &split);
+  gateway::RegisterDeploymentMetrics(registry, config_store, health);
+  router::UsageLimiter usage(clock);  // deployments' rpm/tpm
+  router::Router router(health, *random, &split, &usage);
   gateway::InflightTracker inflight;
   std::unique_ptr<upstream::HttpClient> client = upstream::NewCurlHttpClient();
 
@@ -280,6 +320,21 @@ int RunMain(int argc, char** argv) {
       spdlog::error("RAG is unavailable: {}", opened.status().message());
     }
   }
+  // API keys created through the admin API live in the same database. Without it they would be
+  // forgotten and the data plane could fall open, so a store that cannot open stops start-up.
+  std::unique_ptr<auth::KeyStore> keys;
+  {
+    absl::StatusOr<std::unique_ptr<auth::KeyStore>> opened =
+        auth::KeyStore::Open(startup.data_dir + "/ailb.db", clock);
+    if (!opened.ok()) {
+      spdlog::critical("cannot open the API key store: {}", opened.status().message());
+      return 1;
+    }
+    keys = *std::move(opened);
+    ApplyKeys(*keys, startup);
+    keys->StartFlusher(kSpendFlushInterval);
+  }
+  std::unique_ptr<server::BlockingApi> admin_api = server::NewAdminApi(keys.get());
   std::unique_ptr<gateway::Enricher> enricher =
       gateway::NewEnricher(session_memory.get(), rag_store.get(), registry);
   std::unique_ptr<server::BlockingApi> knowledge_api =
@@ -288,9 +343,10 @@ int RunMain(int argc, char** argv) {
   auto workers = std::make_unique<WorkerPool>(kWorkerThreads);
   StoreMaintenance maintenance(rag_store.get(), session_memory.get());
 
-  gateway::Gateway gateway(config_store, router, health, *client, clock, *random, inflight,
-                           gateway::GatewayHooks{&request_metrics, &rate_limiter, &aliases,
-                                                 &affinity, enricher.get(), workers.get()});
+  gateway::Gateway gateway(
+      config_store, router, health, *client, clock, *random, inflight,
+      gateway::GatewayHooks{&request_metrics, &rate_limiter, &aliases, &affinity, enricher.get(),
+                            workers.get(), keys.get()});
   gateway::ActiveHealthChecker health_checker(config_store, health, *client);
   health_checker.Start();
 
@@ -302,7 +358,12 @@ int RunMain(int argc, char** argv) {
   http_options.keepalive_timeout =
       std::chrono::milliseconds(startup.timeouts.total_ms) + std::chrono::seconds(60);
   absl::StatusOr<std::unique_ptr<server::HttpServer>> http = server::HttpServer::Start(
-      http_options, gateway, config_store, &registry, knowledge_api.get(), workers.get());
+      http_options, server::HttpServerDeps{&gateway,
+                                           &config_store,
+                                           &registry,
+                                           {knowledge_api.get(), admin_api.get()},
+                                           workers.get(),
+                                           keys.get()});
   if (!http.ok()) {
     spdlog::critical("{}", http.status().message());
     return 1;
@@ -320,10 +381,13 @@ int RunMain(int argc, char** argv) {
     return Checked(
         config::LoadConfigFromYamlText(config::ProcessEnvironment(), document, "UpdateConfig"));
   };
+  deps.startup = *initial;
   deps.publish = [&](std::shared_ptr<const config::Config> next) {
+    ApplyLogLevel(*config_store.Current(), *next);
     config_store.Publish(next);
     split.SyncVersions(VersionsOf(*next));
     LogConfigSummary(*next);
+    ApplyKeys(*keys, *next);
   };
   deps.gateway = &gateway;
   deps.health = &health;
@@ -335,6 +399,7 @@ int RunMain(int argc, char** argv) {
   deps.client = client.get();
   deps.open_connections = [&http] { return (*http)->open_connections(); };
   deps.total_connections = [&http] { return (*http)->total_connections(); };
+  deps.open_streams = [&http] { return static_cast<int64_t>((*http)->open_streams()); };
   deps.shutdown = [&drain_override_ms](bool graceful, int timeout_seconds) {
     drain_override_ms = graceful ? (timeout_seconds > 0 ? timeout_seconds * 1000 : -1) : 0;
     kill(getpid(), SIGTERM);

@@ -96,6 +96,9 @@ absl::Status WithErrorParam(absl::Status status, std::string_view param) {
 absl::Status WithRetryAfter(absl::Status status, int seconds) {
   return WithPayload(std::move(status), kRetryAfterPayload, std::to_string(seconds));
 }
+absl::Status WithAllow(absl::Status status, std::string_view methods) {
+  return WithPayload(std::move(status), kAllowPayload, methods);
+}
 
 std::optional<int> HttpStatusOverride(const absl::Status& status) {
   return IntPayloadOf(status, kHttpStatusPayload);
@@ -107,6 +110,7 @@ std::string ErrorParamOf(const absl::Status& status) {
 std::optional<int> RetryAfterOf(const absl::Status& status) {
   return IntPayloadOf(status, kRetryAfterPayload);
 }
+std::string AllowOf(const absl::Status& status) { return PayloadOf(status, kAllowPayload); }
 
 absl::Status PayloadTooLargeError(std::string_view message) {
   return WithErrorCode(WithHttpStatus(absl::ResourceExhaustedError(ToAbsl(message)), 413),
@@ -116,9 +120,10 @@ absl::Status UnsupportedMediaTypeError(std::string_view message) {
   return WithErrorCode(WithHttpStatus(absl::InvalidArgumentError(ToAbsl(message)), 415),
                        "unsupported_media_type");
 }
-absl::Status MethodNotAllowedError(std::string_view message) {
-  return WithErrorCode(WithHttpStatus(absl::UnimplementedError(ToAbsl(message)), 405),
-                       "method_not_allowed");
+absl::Status MethodNotAllowedError(std::string_view message, std::string_view allow) {
+  absl::Status status = WithErrorCode(
+      WithHttpStatus(absl::UnimplementedError(ToAbsl(message)), 405), "method_not_allowed");
+  return allow.empty() ? status : WithAllow(std::move(status), allow);
 }
 absl::Status BadGatewayError(std::string_view message) {
   return WithErrorCode(WithHttpStatus(absl::UnavailableError(ToAbsl(message)), 502),
@@ -137,6 +142,7 @@ HttpError ToHttpError(const absl::Status& status) {
   error.message = std::string(status.message());
   if (error.message.empty()) error.message = absl::StatusCodeToString(status.code());
   error.retry_after_seconds = RetryAfterOf(status);
+  error.allow = AllowOf(status);
   return error;
 }
 

@@ -125,8 +125,10 @@ void ApplyEnvironment(const Environment& env, Config* config, SourceMap* sources
   // A list is replaced as a whole: merging keys from two places would make it hard to revoke one.
   if (std::optional<std::string> keys = EnvValue(env, "AILB_API_KEYS")) {
     config->api_keys = SplitList(*keys);
+    config->api_key_settings.clear();
     sources->SetSetting("api_keys", "AILB_API_KEYS");
   }
+  apply_string("AILB_ADMIN_KEY", "admin_key", &config->admin_key, false);
 
   for (const ProviderModelsVar& var : kModelsVars) {
     AppendProviderDeployments(env, var.kind, var.name, config, sources, errors);

@@ -18,6 +18,8 @@ constexpr std::string_view kLogFormats[] = {"text", "json"};
 constexpr int64_t kMinBodyBytes = 1 << 10;
 constexpr int64_t kMaxBodyBytes = 1 << 30;
 constexpr size_t kMinApiKeyLength = 8;
+constexpr std::string_view kSha256KeyPrefix = "sha256:";
+constexpr size_t kSha256HexDigits = 64;
 
 bool HasWhitespace(std::string_view text) {
   return std::any_of(text.begin(), text.end(), [](char c) {
@@ -61,6 +63,21 @@ class Validator {
     if (std::find(std::begin(choices), std::end(choices), value) == std::end(choices)) {
       Problem(sources_.Setting(key), "must be one of ", ChoiceList(choices), " (got \"", value,
               "\")");
+    }
+  }
+
+  // A key written "sha256:<hex>" is the SHA-256 of the real key: anything but 64 hex digits after
+  // the prefix can never match, so it is refused. Never echoes the key (messages are logged).
+  void KeyDigest(std::string_view label, std::string_view key) {
+    if (!key.starts_with(kSha256KeyPrefix)) return;
+    const std::string_view hex = key.substr(kSha256KeyPrefix.size());
+    const bool all_hex = std::all_of(hex.begin(), hex.end(), [](char c) {
+      return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    });
+    if (hex.size() != kSha256HexDigits || !all_hex) {
+      Problem(label, "a \"", kSha256KeyPrefix, "\" key must be followed by exactly ",
+              kSha256HexDigits, " hex digits (the SHA-256 of the key), got ", hex.size(),
+              " character(s)", all_hex ? "" : " including non-hex ones");
     }
   }
 
@@ -172,6 +189,27 @@ std::vector<std::string> ValidateConfig(const Config& config, const SourceMap& s
     if (config.api_keys[i].size() < kMinApiKeyLength) {
       v.Problem(Cat(keys_label, "[", i, "]"), "must be at least ", kMinApiKeyLength,
                 " characters long");
+    }
+    v.KeyDigest(Cat(keys_label, "[", i, "]"), config.api_keys[i]);
+  }
+  v.KeyDigest(sources.Setting("admin_key"), config.admin_key);
+  if (!config.admin_key.empty() && config.admin_key.size() < kMinApiKeyLength) {
+    v.Problem(sources.Setting("admin_key"), "must be at least ", kMinApiKeyLength,
+              " characters long");
+  }
+  for (size_t i = 0; i < config.api_key_settings.size(); ++i) {
+    const KeyLimits& limits = config.api_key_settings[i].limits;
+    const std::string path = Cat(keys_label, "[", i, "]");
+    for (const auto& [name, value] : {std::pair<const char*, int64_t>{"rpm", limits.rpm},
+                                      {"tpm", limits.tpm},
+                                      {"tokens_per_day", limits.tokens_per_day},
+                                      {"tokens_per_month", limits.tokens_per_month}}) {
+      if (value < 0) v.Problem(Cat(path, ".", name), "must not be negative (0 = no limit)");
+    }
+    for (const auto& [name, value] :
+         {std::pair<const char*, double>{"cost_usd_per_day", limits.cost_usd_per_day},
+          {"cost_usd_per_month", limits.cost_usd_per_month}}) {
+      if (!(value >= 0)) v.Problem(Cat(path, ".", name), "must not be negative (0 = no limit)");
     }
   }
 

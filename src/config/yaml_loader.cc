@@ -23,7 +23,18 @@
 //   data_dir: ./data                 # AILB_DATA_DIR
 //   log_level: info                  # LOG_LEVEL: trace, debug, info, warn, error, critical, off
 //   log_format: text                 # LOG_FORMAT: text or json
-//   api_keys: [sk-ailb-0123456789]   # AILB_API_KEYS (comma list; replaces this list)
+//   api_keys:                        # AILB_API_KEYS (comma list; replaces this list)
+//     - sk-ailb-0123456789           # a key, plain or sha256:<64 hex digits>
+//     - key: sha256:9f86d0...        # or a key with a name and limits (0 = none)
+//       name: team-a
+//       models: [gpt-4o-mini]        # allow-list of public model names
+//       rpm: 60                      # requests and tokens per minute
+//       tpm: 100000
+//       tokens_per_day: 1000000      # budgets per UTC day and month
+//       tokens_per_month: 20000000
+//       cost_usd_per_day: 5.0
+//       cost_usd_per_month: 100.0
+//   admin_key: sha256:...            # AILB_ADMIN_KEY: RAG, session and key administration
 //   timeouts:
 //     connect_ms: 5000               # AILB_CONNECT_TIMEOUT_MS
 //     first_byte_ms: 120000          # AILB_FIRST_BYTE_TIMEOUT_MS
@@ -50,8 +61,8 @@
 //       api_key_env: OPENAI_API_KEY  # name of the variable holding the key
 //       id: openai-primary           # default "<provider>/<model>"; repeats get "#2", "#3", ...
 //       weight: 1.0                  # relative share (>= 0)
-//       rpm: 500                     # requests per minute (0 = unknown)
-//       tpm: 200000                  # tokens per minute (0 = unknown)
+//       rpm: 500                     # requests per minute, enforced (0 = no limit)
+//       tpm: 200000                  # tokens per minute, enforced (0 = no limit)
 //       priority: 0                  # lower is tried first by failover
 //       input_cost_per_token: 0.0000025
 //       output_cost_per_token: 0.00001
@@ -150,7 +161,9 @@ class YamlReader {
             {"data_dir", StringInto(&config->data_dir)},
             {"log_level", StringInto(&config->log_level, /*lower=*/true)},
             {"log_format", StringInto(&config->log_format, /*lower=*/true)},
-            {"api_keys", StringListInto(&config->api_keys)},
+            {"api_keys", [&](const YAML::Node& node,
+                             const std::string& path) { ReadApiKeys(node, path, config); }},
+            {"admin_key", StringInto(&config->admin_key)},
             {"timeouts",
              [&](const YAML::Node& node, const std::string& path) {
                TimeoutConfig& timeouts = config->timeouts;
@@ -330,6 +343,43 @@ class YamlReader {
       }
       *out = std::move(items);
     };
+  }
+
+  // A list of keys: plain strings, or mappings with the key, its name and its limits.
+  void ReadApiKeys(const YAML::Node& node, const std::string& path, Config* config) {
+    if (node.IsNull()) return;
+    if (!node.IsSequence()) {
+      Error(node.Mark(), path, Cat("expected a list, got ", KindOf(node)));
+      return;
+    }
+    config->api_keys.clear();
+    config->api_key_settings.clear();
+    for (size_t i = 0; i < node.size(); ++i) {
+      const std::string item_path = Cat(path, "[", i, "]");
+      const YAML::Node item = node[i];
+      ApiKeySettings settings;
+      std::string key;
+      if (item.IsMap()) {
+        KeyLimits& limits = settings.limits;
+        ReadMapping(item, item_path,
+                    {
+                        {"key", StringInto(&key)},
+                        {"name", StringInto(&settings.name)},
+                        {"models", StringListInto(&limits.models)},
+                        {"rpm", IntegerInto<int64_t>(&limits.rpm)},
+                        {"tpm", IntegerInto<int64_t>(&limits.tpm)},
+                        {"tokens_per_day", IntegerInto<int64_t>(&limits.tokens_per_day)},
+                        {"tokens_per_month", IntegerInto<int64_t>(&limits.tokens_per_month)},
+                        {"cost_usd_per_day", DoubleInto(&limits.cost_usd_per_day)},
+                        {"cost_usd_per_month", DoubleInto(&limits.cost_usd_per_month)},
+                    });
+      } else {
+        // A null item stays as "" so that validation reports it with its index.
+        key = Scalar(item, item_path).value_or("");
+      }
+      config->api_keys.push_back(std::move(key));
+      config->api_key_settings.push_back(std::move(settings));
+    }
   }
 
   void ReadModelGroups(const YAML::Node& node, const std::string& path, Config* config) {

@@ -5,9 +5,11 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "ailb/common/hash.h"
 #include "ailb/common/strings.h"
+#include "ailb/config/reload.h"
 #include "ailb/gateway/health_checker.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -85,11 +87,17 @@ class LiveModuleImpl final : public LiveModule {
     config_updated_at_ = started_at_;
     deps_.registry->AddCallbackGauge("process_resident_memory_bytes", "Resident memory", {},
                                      [this] { return process_.ResidentMemoryMiB() * 1048576.0; });
-    deps_.registry->AddCallbackGauge("process_cpu_seconds_total", "CPU time used", {},
-                                     [this] { return process_.CpuSecondsTotal(); });
+    deps_.registry->AddCallbackCounter("process_cpu_seconds_total",
+                                       "Total user and system CPU time spent in seconds", {},
+                                       [this] { return process_.CpuSecondsTotal(); });
     deps_.registry->AddCallbackGauge(
         "ailb_open_connections", "Client connections open", {},
         [this] { return static_cast<double>(deps_.open_connections()); });
+    if (deps_.open_streams) {
+      deps_.registry->AddCallbackGauge(
+          "ailb_open_streams", "Server-sent event streams open to clients", {},
+          [this] { return static_cast<double>(deps_.open_streams()); });
+    }
   }
 
   ~LiveModuleImpl() override { StopPromotion(); }
@@ -100,6 +108,8 @@ class LiveModuleImpl final : public LiveModule {
     std::lock_guard lock(config_mu_);
     grpc_address_ = address;
   }
+
+  std::string InstanceId() override { return deps_.config->Current()->module_id; }
 
   StatusReport Status() override {
     ConfigPtr config = deps_.config->Current();
@@ -418,15 +428,18 @@ class LiveModuleImpl final : public LiveModule {
     }
     result.validation_passed = true;
     result.message = success_message;
-    if (validate_only) return result;
-    ConfigPtr current = deps_.config->Current();
-    if ((*next)->server.http_port != current->server.http_port ||
-        (*next)->server.grpc_port != current->server.grpc_port ||
-        (*next)->server.host != current->server.host ||
-        (*next)->server.http_threads != current->server.http_threads) {
+    // Settings fixed at start keep their start-up values whatever the snapshot says: compare
+    // with what is in effect, so a change stays reported until a restart applies it.
+    const ConfigPtr in_effect = deps_.startup ? deps_.startup : deps_.config->Current();
+    const std::vector<config::SettingChange> fixed = config::RestartOnlyChanges(*in_effect, **next);
+    if (!fixed.empty()) {
+      std::vector<std::string> names;
+      for (const config::SettingChange& change : fixed) names.push_back(change.name);
       absl::StrAppend(&result.message,
-                      "; listener settings (host, ports, threads) apply at the next restart");
+                      "; takes effect after restart: ", absl::StrJoin(names, ", "));
     }
+    if (validate_only) return result;
+    for (const config::SettingChange& change : fixed) spdlog::warn("{}", change.RestartWarning());
     deps_.publish(*next);
     result.applied = true;
     std::lock_guard lock(config_mu_);

@@ -1,6 +1,7 @@
 #include "ailb/gateway/gateway.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "absl/strings/ascii.h"
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "ailb/common/logging.h"
 #include "ailb/common/status.h"
 #include "ailb/common/strings.h"
 #include "ailb/provider/adapter.h"
@@ -22,8 +24,51 @@ using nlohmann::json;
 // Replies larger than this are not a chat completion; refuse rather than buffer without bound.
 constexpr size_t kMaxBufferedReplyBytes = 64 << 20;
 
-int64_t MillisBetween(SteadyTime from, SteadyTime to) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+// Completion tokens reserved against a key's budgets when the request sets no max_tokens.
+constexpr int64_t kDefaultCompletionReservation = 1024;
+
+// Milliseconds with microsecond resolution, for logs.
+double RoundMillis(double millis) { return std::round(millis * 1000) / 1000; }
+
+// The fields every access-log line starts with. Never the API key itself: its id and name.
+nlohmann::ordered_json AccessLogHead(const RequestContext& context, std::string_view model,
+                                     bool stream, const std::optional<std::string>& session) {
+  nlohmann::ordered_json line;
+  line["request_id"] = context.request_id;
+  line["client"] = context.client_address;
+  line["key_id"] =
+      context.principal.role == auth::Role::kAdmin ? "admin" : context.principal.key_id;
+  line["session_id"] = session ? nlohmann::ordered_json(*session) : nullptr;
+  line["model"] = model;
+  line["stream"] = stream;
+  return line;
+}
+
+// What a request may spend at most, as far as can be told before it runs: the prompt estimate
+// plus max_tokens (or a default), priced at the dearest deployment that could serve it.
+auth::Estimate EstimateUsage(const llm::ChatRequest& request, const config::Config& config,
+                             std::string_view group) {
+  const int64_t prompt = llm::EstimatePromptTokens(request.body);
+  int64_t completion = kDefaultCompletionReservation;
+  for (const char* field : {"max_completion_tokens", "max_tokens"}) {
+    auto it = request.body.find(field);
+    if (it != request.body.end() && it->is_number_integer() && it->get<int64_t>() > 0) {
+      completion = it->get<int64_t>();
+      break;
+    }
+  }
+  std::vector<std::string_view> groups = {group};
+  for (const std::string& fallback : config.GroupSettings(group).fallbacks)
+    groups.push_back(fallback);
+  double input_price = 0;
+  double output_price = 0;
+  for (const config::Deployment& d : config.deployments) {
+    if (std::find(groups.begin(), groups.end(), d.model_name) == groups.end()) continue;
+    input_price = std::max(input_price, d.input_cost_per_token);
+    output_price = std::max(output_price, d.output_cost_per_token);
+  }
+  return {prompt + completion, static_cast<double>(prompt) * input_price +
+                                   static_cast<double>(completion) * output_price};
 }
 
 // What the client sees once no attempt is left: the deployment's own faults become a gateway
@@ -77,6 +122,9 @@ void SendError(ResponseSink& sink, const absl::Status& status, upstream::Headers
   HttpError error = ToHttpError(status);
   if (error.retry_after_seconds) {
     headers.emplace_back("Retry-After", std::to_string(*error.retry_after_seconds));
+  }
+  if (!error.allow.empty() && upstream::FindHeader(headers, "Allow").empty()) {
+    headers.emplace_back("Allow", error.allow);
   }
   sink.SendJson(error.http_status, headers, OpenAIErrorBody(error));
 }
@@ -180,6 +228,7 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
     for (std::string& warning : enrichment.warnings) warnings_.push_back(std::move(warning));
   }
   void AddWarning(std::string warning) { warnings_.push_back(std::move(warning)); }
+  void SetGrant(auth::Grant grant) { grant_ = std::move(grant); }
 
   // The first attempt, or straight to the context-window fallbacks when the prompt is known to
   // be too long for this group; `plan_error` is why the requested group has no plan (all cooling
@@ -289,6 +338,8 @@ class ChatExchange : public std::enable_shared_from_this<ChatExchange> {
   bool remember_ = false;
   json original_messages_;
   std::string assistant_text_;
+  // The key's budget reservation, settled with the real usage when the request is recorded.
+  auth::Grant grant_;
 };
 
 namespace {
@@ -396,6 +447,12 @@ void ChatExchange::StartNextAttempt() {
     }
     const SteadyTime now = gateway_.clock_.Now();
     if (now >= deadline_) break;
+    // Counted against the deployment's rpm as it is dispatched; one that has reached its limit
+    // since the plan was made is skipped.
+    if (absl::Status admitted = gateway_.router_.AcquireDispatch(*deployment); !admitted.ok()) {
+      if (last_error_.ok()) last_error_ = std::move(admitted);
+      continue;
+    }
     const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - now);
     const config::TimeoutConfig& timeouts = config_->timeouts;
     encoded->connect_timeout = std::min(remaining, std::chrono::milliseconds(timeouts.connect_ms));
@@ -639,6 +696,8 @@ void ChatExchange::Succeed(Attempt& winner,
       std::chrono::duration_cast<std::chrono::microseconds>(now - winner.started), ttft);
   gateway_.health_.RecordTokens(winner.deployment->id,
                                 usage_.prompt_tokens + usage_.completion_tokens);
+  gateway_.router_.RecordTokens(*winner.deployment,
+                                usage_.prompt_tokens + usage_.completion_tokens);
   if (config_->session_affinity && gateway_.hooks_.affinity && request_.session_id) {
     gateway_.hooks_.affinity->Remember(*request_.session_id, winner.deployment->id);
   }
@@ -798,15 +857,36 @@ void ChatExchange::Record(int http_status, std::string_view outcome) {
   if (recorded_) return;
   recorded_ = true;
   const SteadyTime now = gateway_.clock_.Now();
-  spdlog::info(
-      "access request_id={} client={} model={} stream={} deployment={} attempts={} status={} "
-      "outcome={} prompt_tokens={} completion_tokens={} cost_usd={:.6f} finish_reason={} "
-      "latency_ms={} upstream_ms={} served_model={} fallbacks={} hedges={}",
-      context_.request_id, context_.client_address, request_.model, request_.stream,
-      deployment_ ? deployment_->id : "-", attempts_, http_status, outcome, usage_.prompt_tokens,
-      usage_.completion_tokens, CostUsd(), finish_reason_.empty() ? "-" : finish_reason_,
-      MillisBetween(context_.received_at, now), static_cast<int64_t>(upstream_seconds_ * 1000),
-      group_, fallbacks_, hedges_);
+  grant_.Settle(usage_.prompt_tokens + usage_.completion_tokens, CostUsd());
+  const double total_ms =
+      std::chrono::duration<double, std::milli>(now - context_.received_at).count();
+  const double upstream_ms = upstream_seconds_ * 1000;
+  nlohmann::ordered_json line =
+      AccessLogHead(context_, request_.model, request_.stream, request_.session_id);
+  line["deployment"] = deployment_ ? deployment_->id : "";
+  line["provider"] = deployment_ ? std::string(config::ProviderName(deployment_->provider)) : "";
+  line["served_model"] = group_;
+  line["attempts"] = attempts_;
+  line["fallbacks"] = fallbacks_;
+  line["hedges"] = hedges_;
+  line["status"] = http_status;
+  line["outcome"] = outcome;
+  line["prompt_tokens"] = usage_.prompt_tokens;
+  line["completion_tokens"] = usage_.completion_tokens;
+  line["cost_usd"] = CostUsd();
+  line["finish_reason"] = finish_reason_;
+  line["latency_ms"] = RoundMillis(total_ms);
+  line["upstream_ms"] = RoundMillis(upstream_ms);
+  line["overhead_ms"] = RoundMillis(std::max(0.0, total_ms - upstream_ms));
+  line["ttft_ms"] =
+      first_byte_at_
+          ? nlohmann::ordered_json(RoundMillis(
+                std::chrono::duration<double, std::milli>(*first_byte_at_ - context_.received_at)
+                    .count()))
+          : nlohmann::ordered_json(nullptr);
+  line["bytes_sent"] = bytes_sent_;
+  if (http_status >= 400 && !last_error_.ok()) line["error"] = last_error_.message();
+  LogAccess(line);
   if (gateway_.hooks_.metrics == nullptr) return;
   metrics::RequestRecord record;
   record.model = request_.model;
@@ -816,6 +896,7 @@ void ChatExchange::Record(int http_status, std::string_view outcome) {
     record.cost_usd = CostUsd();
   }
   record.fallbacks = fallbacks_;
+  record.served_group = group_;
   record.hedges = hedges_;
   record.http_status = http_status;
   record.stream = request_.stream;
@@ -833,17 +914,23 @@ void ChatExchange::Record(int http_status, std::string_view outcome) {
   gateway_.hooks_.metrics->RequestFinished(record);
 }
 
-void Gateway::RecordRefusal(const llm::ChatRequest& request, const RequestContext& context,
-                            const absl::Status& status) {
+void Gateway::RecordRefusal(std::string_view model, bool stream,
+                            const std::optional<std::string>& session,
+                            const RequestContext& context, const absl::Status& status) {
   const int http_status = ToHttpError(status).http_status;
-  spdlog::info("access request_id={} client={} model={} status={} outcome=refused reason=\"{}\"",
-               context.request_id, context.client_address, request.model, http_status,
-               status.message());
+  nlohmann::ordered_json line = AccessLogHead(context, model, stream, session);
+  line["status"] = http_status;
+  line["outcome"] = "refused";
+  line["error_code"] = ErrorCodeOf(status);
+  line["error"] = status.message();
+  line["latency_ms"] = RoundMillis(
+      std::chrono::duration<double, std::milli>(clock_.Now() - context.received_at).count());
+  LogAccess(line);
   if (hooks_.metrics == nullptr) return;
   metrics::RequestRecord record;
-  record.model = request.model;
+  record.model = std::string(model);
   record.http_status = http_status;
-  record.stream = request.stream;
+  record.stream = stream;
   record.total_seconds = std::chrono::duration<double>(clock_.Now() - context.received_at).count();
   record.bytes_received = context.request_bytes;
   hooks_.metrics->RequestStarted();
@@ -853,10 +940,14 @@ void Gateway::RecordRefusal(const llm::ChatRequest& request, const RequestContex
 std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestContext context,
                                           std::shared_ptr<ResponseSink> sink) {
   if (draining()) {
-    SendError(*sink, WithRetryAfter(absl::UnavailableError("ailb is shutting down"), 1));
+    const absl::Status refused = WithRetryAfter(absl::UnavailableError("ailb is shutting down"), 1);
+    RecordRefusal(request.model, request.stream, request.session_id, context, refused);
+    SendError(*sink, refused);
     return [] {};
   }
   std::shared_ptr<const config::Config> config = config_.Current();
+  // Allow-lists name the models clients ask for, not what aliases turn them into.
+  const std::string requested_model = request.model;
   if (hooks_.aliases) {
     if (std::optional<std::string> target = hooks_.aliases->Resolve(request.model)) {
       request.model = *target;
@@ -868,14 +959,28 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
         {context.api_key, request.model, context.client_address}, &limited_target);
     if (!admitted.ok()) {
       if (hooks_.metrics) hooks_.metrics->RateLimited(limited_target);
-      RecordRefusal(request, context, admitted);
+      RecordRefusal(request.model, request.stream, request.session_id, context, admitted);
       SendError(*sink, admitted);
       return [] {};
     }
   }
+  auth::Grant grant;
+  if (hooks_.keys != nullptr && context.principal.role == auth::Role::kClient) {
+    absl::StatusOr<auth::Grant> admitted = hooks_.keys->Admit(
+        context.principal, requested_model, EstimateUsage(request, *config, request.model));
+    if (!admitted.ok()) {
+      if (hooks_.metrics && admitted.status().code() == absl::StatusCode::kResourceExhausted) {
+        hooks_.metrics->RateLimited(absl::StrCat("key:", context.principal.key_id));
+      }
+      RecordRefusal(request.model, request.stream, request.session_id, context, admitted.status());
+      SendError(*sink, admitted.status());
+      return [] {};
+    }
+    grant = *std::move(admitted);
+  }
   absl::StatusOr<RequestOverrides> overrides = ParseOverrides(context, *config);
   if (!overrides.ok()) {
-    RecordRefusal(request, context, overrides.status());
+    RecordRefusal(request.model, request.stream, request.session_id, context, overrides.status());
     SendError(*sink, overrides.status());
     return [] {};
   }
@@ -894,7 +999,7 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
     // Every deployment cooling down is no reason to refuse while a fallback group may serve.
     const bool has_fallbacks = !config->GroupSettings(model).fallbacks.empty();
     if (plan.status().code() == absl::StatusCode::kNotFound || !has_fallbacks) {
-      RecordRefusal(request, context, plan.status());
+      RecordRefusal(request.model, request.stream, request.session_id, context, plan.status());
       SendError(*sink, plan.status());
       return [] {};
     }
@@ -920,6 +1025,7 @@ std::function<void()> Gateway::HandleChat(llm::ChatRequest request, RequestConte
   auto exchange = std::make_shared<ChatExchange>(*this, std::move(request), std::move(context),
                                                  std::move(sink), std::move(config), model,
                                                  *std::move(plan), *std::move(overrides));
+  exchange->SetGrant(std::move(grant));
   if (!rag_refused.empty()) exchange->AddWarning(std::move(rag_refused));
   auto begin = [plan_error](ChatExchange& e) { e.Begin(plan_error); };
   if (use_memory || use_rag) {
@@ -952,6 +1058,17 @@ absl::StatusOr<nlohmann::json> Gateway::ListModels(const std::optional<std::stri
     return json{{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "ailb"}};
   };
   std::vector<std::string> names = config->ModelNames();
+  if (hooks_.aliases) {
+    // Aliases added at run time (control plane UpdateRoutes) follow the configured names. One
+    // whose target group a reload removed is left out: it would not resolve to a deployment.
+    const std::vector<std::string> groups = names;
+    auto configured = [&](const std::string& name) {
+      return std::find(groups.begin(), groups.end(), name) != groups.end();
+    };
+    for (const auto& [alias, target] : hooks_.aliases->All()) {
+      if (configured(target) && !configured(alias)) names.push_back(alias);
+    }
+  }
   if (model) {
     if (std::find(names.begin(), names.end(), *model) == names.end()) {
       return WithErrorCode(WithErrorParam(absl::NotFoundError(absl::StrCat("The model '", *model,
@@ -998,6 +1115,15 @@ nlohmann::json Gateway::RoutingStats() const {
                    {"traffic_share", h.traffic_share},
                    {"health_checks_failed", h.health_checks_failed}};
     if (!h.last_error.empty()) stats[d.id]["last_error"] = h.last_error;
+    if (const router::UsageLimiter* usage = router_.usage()) {
+      // Usage against the deployment's rpm/tpm (0 = no limit) over the sliding 60 s window.
+      const router::UsageLimiter::Usage used = usage->InWindow(d.id);
+      stats[d.id]["rpm"] = d.rpm;
+      stats[d.id]["tpm"] = d.tpm;
+      stats[d.id]["requests_last_60s"] = used.requests;
+      stats[d.id]["tokens_last_60s"] = used.tokens;
+      stats[d.id]["at_rate_limit"] = !usage->Admits(d);
+    }
   }
   json groups = json::object();
   for (const std::string& name : config->ModelNames()) {

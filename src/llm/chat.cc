@@ -14,7 +14,7 @@ using nlohmann::json;
 
 constexpr std::array<std::string_view, 6> kRoles = {"system",    "user", "assistant",
                                                     "developer", "tool", "function"};
-constexpr size_t kMaxExtensionStringLength = 256;
+constexpr size_t kMaxExtensionStringLength = kMaxSessionIdBytes;
 
 bool IsRole(const std::string& role) {
   for (std::string_view known : kRoles) {

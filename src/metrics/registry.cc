@@ -31,6 +31,22 @@ std::string EscapeLabelValue(std::string_view value) {
   return out;
 }
 
+// HELP text escapes only backslashes and line feeds.
+std::string EscapeHelp(std::string_view help) {
+  std::string out;
+  out.reserve(help.size());
+  for (char c : help) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 std::string RenderLabels(const Labels& labels, std::string_view extra_name = {},
                          std::string_view extra_value = {}) {
   if (labels.empty() && extra_name.empty()) return "";
@@ -63,11 +79,17 @@ void AtomicAdd(std::atomic<double>& target, double by) {
   }
 }
 
-bool Matches(const std::vector<std::string>& names, const std::string& family,
+bool Contains(const std::vector<std::string>& names, std::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+// A counter family `x_total` is also found as `x`, the name a client library registers it under.
+bool Matches(const std::vector<std::string>& names, const std::string& family, bool counter,
              const std::string& sample) {
-  if (names.empty()) return true;
-  return std::find(names.begin(), names.end(), family) != names.end() ||
-         std::find(names.begin(), names.end(), sample) != names.end();
+  if (names.empty() || Contains(names, family) || Contains(names, sample)) return true;
+  constexpr std::string_view kTotal = "_total";
+  return counter && family.size() > kTotal.size() && family.ends_with(kTotal) &&
+         Contains(names, std::string_view(family).substr(0, family.size() - kTotal.size()));
 }
 
 }  // namespace
@@ -138,7 +160,10 @@ Registry::Series& Registry::GetSeries(std::string_view name, std::string_view he
   std::sort(labels.begin(), labels.end());
   auto family = families_.find(name);
   if (family == families_.end()) {
-    family = families_.emplace(std::string(name), Family{std::string(help), kind, {}}).first;
+    Family created;
+    created.help = std::string(help);
+    created.kind = kind;
+    family = families_.emplace(std::string(name), std::move(created)).first;
   }
   std::string key = RenderLabels(labels);
   auto series = family->second.series.find(key);
@@ -177,14 +202,56 @@ void Registry::AddCallbackGauge(std::string_view name, std::string_view help, La
   GetSeries(name, help, Kind::kCallback, std::move(labels)).callback = std::move(read);
 }
 
+void Registry::AddCallbackCounter(std::string_view name, std::string_view help, Labels labels,
+                                  std::function<double()> read) {
+  std::lock_guard lock(mu_);
+  GetSeries(name, help, Kind::kCallback, std::move(labels)).callback = std::move(read);
+  Family& family = families_.find(name)->second;
+  if (family.kind == Kind::kCallback) family.callback_type = MetricType::kCounter;
+}
+
+void Registry::AddCallbackFamily(std::string_view name, std::string_view help, MetricType type,
+                                 std::function<std::vector<LabelledValue>()> collect) {
+  std::lock_guard lock(mu_);
+  auto family = families_.find(name);
+  if (family == families_.end()) {
+    Family created;
+    created.kind = Kind::kCallbackFamily;
+    family = families_.emplace(std::string(name), std::move(created)).first;
+  }
+  if (family->second.kind != Kind::kCallbackFamily) return;
+  family->second.help = std::string(help);
+  family->second.callback_type = type;
+  family->second.collect = std::move(collect);
+}
+
+std::map<std::string, LabelledValue> Registry::CollectFamily(const Family& family) {
+  std::map<std::string, LabelledValue> out;
+  if (!family.collect) return out;
+  for (LabelledValue& series : family.collect()) {
+    std::sort(series.first.begin(), series.first.end());
+    out.insert_or_assign(RenderLabels(series.first), std::move(series));
+  }
+  return out;
+}
+
 std::string Registry::RenderPrometheus() const {
   std::lock_guard lock(mu_);
   std::string out;
   for (const auto& [name, family] : families_) {
-    const char* type = family.kind == Kind::kCounter     ? "counter"
+    // callback_type is only ever set on callback families.
+    const char* type = family.kind == Kind::kCounter || family.callback_type == MetricType::kCounter
+                           ? "counter"
                        : family.kind == Kind::kHistogram ? "histogram"
                                                          : "gauge";
-    absl::StrAppend(&out, "# HELP ", name, " ", family.help, "\n# TYPE ", name, " ", type, "\n");
+    absl::StrAppend(&out, "# HELP ", name, " ", EscapeHelp(family.help), "\n# TYPE ", name, " ",
+                    type, "\n");
+    if (family.kind == Kind::kCallbackFamily) {
+      for (const auto& [key, series] : CollectFamily(family)) {
+        absl::StrAppend(&out, name, key, " ", FormatValue(series.second), "\n");
+      }
+      continue;
+    }
     for (const auto& [key, series] : family.series) {
       switch (family.kind) {
         case Kind::kCounter:
@@ -195,6 +262,8 @@ std::string Registry::RenderPrometheus() const {
           break;
         case Kind::kCallback:
           absl::StrAppend(&out, name, key, " ", FormatValue(series.callback()), "\n");
+          break;
+        case Kind::kCallbackFamily:
           break;
         case Kind::kHistogram: {
           HistogramSnapshot snapshot = series.histogram->Snapshot();
@@ -220,9 +289,20 @@ std::vector<Sample> Registry::Collect(const std::vector<std::string>& names) con
   std::lock_guard lock(mu_);
   std::vector<Sample> out;
   for (const auto& [name, family] : families_) {
+    const bool counter =
+        family.kind == Kind::kCounter || family.callback_type == MetricType::kCounter;
+    if (family.kind == Kind::kCallbackFamily) {
+      if (!Matches(names, name, counter, name)) continue;
+      for (auto& [key, series] : CollectFamily(family)) {
+        out.push_back({name, std::move(series.first), series.second});
+      }
+      continue;
+    }
     for (const auto& [key, series] : family.series) {
       auto add = [&](const std::string& sample_name, double value) {
-        if (Matches(names, name, sample_name)) out.push_back({sample_name, series.labels, value});
+        if (Matches(names, name, counter, sample_name)) {
+          out.push_back({sample_name, series.labels, value});
+        }
       };
       switch (family.kind) {
         case Kind::kCounter:
@@ -233,6 +313,8 @@ std::vector<Sample> Registry::Collect(const std::vector<std::string>& names) con
           break;
         case Kind::kCallback:
           add(name, series.callback());
+          break;
+        case Kind::kCallbackFamily:
           break;
         case Kind::kHistogram: {
           HistogramSnapshot snapshot = series.histogram->Snapshot();

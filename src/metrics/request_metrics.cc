@@ -38,12 +38,12 @@ void RequestMetrics::RequestFinished(const RequestRecord& r) {
   Labels with_status = by_route;
   with_status.emplace_back("status_code", status);
   registry_
-      .GetCounter("litellm_proxy_total_requests_metric", "Chat requests served, by outcome",
+      .GetCounter("litellm_proxy_total_requests_metric_total", "Chat requests served, by outcome",
                   with_status)
       .Increment();
   if (!ok) {
     registry_
-        .GetCounter("litellm_proxy_failed_requests_metric", "Chat requests that failed",
+        .GetCounter("litellm_proxy_failed_requests_metric_total", "Chat requests that failed",
                     with_status)
         .Increment();
   }
@@ -71,16 +71,18 @@ void RequestMetrics::RequestFinished(const RequestRecord& r) {
         .Observe(*r.ttft_seconds);
   }
   if (r.prompt_tokens > 0) {
-    registry_.GetCounter("litellm_input_tokens", "Prompt tokens reported by upstreams", by_route)
+    registry_
+        .GetCounter("litellm_input_tokens_total", "Prompt tokens reported by upstreams", by_route)
         .Increment(static_cast<double>(r.prompt_tokens));
   }
   if (r.completion_tokens > 0) {
     registry_
-        .GetCounter("litellm_output_tokens", "Completion tokens reported by upstreams", by_route)
+        .GetCounter("litellm_output_tokens_total", "Completion tokens reported by upstreams",
+                    by_route)
         .Increment(static_cast<double>(r.completion_tokens));
   }
   if (r.cost_usd > 0) {
-    registry_.GetCounter("litellm_spend_metric", "Spend in USD by price table", by_route)
+    registry_.GetCounter("litellm_spend_metric_total", "Spend in USD by price table", by_route)
         .Increment(r.cost_usd);
   }
   if (r.attempts > 1) {
@@ -93,6 +95,14 @@ void RequestMetrics::RequestFinished(const RequestRecord& r) {
     registry_
         .GetCounter("ailb_fallbacks_total", "Moves to a fallback model group", {{"model", r.model}})
         .Increment(static_cast<double>(r.fallbacks));
+  }
+  if (ok && r.http_status < 300 && r.fallbacks > 0 && !r.served_group.empty() &&
+      r.served_group != r.model) {
+    registry_
+        .GetCounter("litellm_deployment_successful_fallbacks_total",
+                    "Requests a fallback model group served successfully",
+                    {{"requested_model", r.model}, {"fallback_model", r.served_group}})
+        .Increment();
   }
   if (r.hedges > 0) {
     registry_.GetCounter("ailb_hedges_total", "Hedged attempts started", {{"model", r.model}})

@@ -246,6 +246,7 @@ void HealthTracker::RecordFault(Entry& entry, const absl::Status& status) {
   if (retry_after) cooldown = std::max(cooldown, std::chrono::milliseconds(*retry_after * 1000));
   cooldown = std::min(cooldown, policy_.max_cooldown);
   entry.trips++;
+  entry.health.cooldowns++;
   entry.health.state = BreakerState::kCoolingDown;
   entry.cooldown_until = clock_.Now() + cooldown;
   entry.recovered_at.reset();

@@ -17,6 +17,20 @@ constexpr std::string_view kImplementedStrategies[] = {
 // Deployments whose recent latency is within this fraction of the fastest share its traffic.
 constexpr double kLatencyBuffer = 0.10;
 
+// Every deployment of `model` used its rpm/tpm budget in the last 60 s. The 429 is carried
+// explicitly so that it is relayed as such after failed fallbacks (see IsDeploymentFault: it
+// also lets the request move on to fallback groups).
+absl::Status AtRateLimitError(std::string_view model, int retry_after_seconds) {
+  return WithRetryAfter(
+      WithErrorCode(WithHttpStatus(absl::ResourceExhaustedError(absl::StrCat(
+                                       "no deployment of model '", ToAbsl(model),
+                                       "' is available: all have used their rate limit (rpm/tpm) "
+                                       "in the last 60 s")),
+                                   429),
+                    "rate_limit_exceeded"),
+      retry_after_seconds);
+}
+
 }  // namespace
 
 absl::Status CheckStrategyImplemented(std::string_view name) {
@@ -35,14 +49,20 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
                                                                     std::string_view strategy) {
   std::vector<const config::Deployment*> candidates;
   bool model_known = false;
+  int cooling = 0;  // left out by their circuit breaker
+  int limited = 0;  // left out because they used their rpm/tpm in the last 60 s
   std::chrono::milliseconds soonest = std::chrono::milliseconds::max();
   for (const config::Deployment& deployment : config.deployments) {
     if (deployment.model_name != model) continue;
     model_known = true;
-    if (health_.Admits(deployment.id)) {
-      candidates.push_back(&deployment);
-    } else {
+    if (!health_.Admits(deployment.id)) {
+      ++cooling;
       soonest = std::min(soonest, health_.TimeUntilAdmitted(deployment.id));
+    } else if (usage_ != nullptr && !usage_->Admits(deployment)) {
+      ++limited;
+      soonest = std::min(soonest, usage_->TimeUntilAdmitted(deployment));
+    } else {
+      candidates.push_back(&deployment);
     }
   }
   if (!model_known) {
@@ -54,11 +74,15 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
   }
   if (candidates.empty()) {
     const int retry_after = static_cast<int>(std::max<int64_t>(1, (soonest.count() + 999) / 1000));
-    return WithRetryAfter(WithErrorCode(absl::UnavailableError(absl::StrCat(
-                                            "no deployment of model '", ToAbsl(model),
-                                            "' is available: all are cooling down after failures")),
-                                        "no_deployment_available"),
-                          retry_after);
+    if (cooling == 0) return AtRateLimitError(model, retry_after);
+    const std::string why = limited == 0 ? std::string("all are cooling down after failures")
+                                         : absl::StrCat(cooling, " cooling down after failures, ",
+                                                        limited, " at their rpm/tpm limit");
+    return WithRetryAfter(
+        WithErrorCode(absl::UnavailableError(absl::StrCat("no deployment of model '", ToAbsl(model),
+                                                          "' is available: ", why)),
+                      "no_deployment_available"),
+        retry_after);
   }
   const std::string group(model);
   const std::string chosen_strategy =
@@ -87,6 +111,17 @@ absl::StatusOr<std::vector<const config::Deployment*>> Router::Plan(const config
   DemoteRamping(rest);
   first.insert(first.end(), rest.begin(), rest.end());
   return first;
+}
+
+absl::Status Router::AcquireDispatch(const config::Deployment& deployment) {
+  if (usage_ == nullptr || usage_->TryAcquire(deployment)) return absl::OkStatus();
+  const std::chrono::milliseconds wait = usage_->TimeUntilAdmitted(deployment);
+  return AtRateLimitError(deployment.model_name,
+                          static_cast<int>(std::max<int64_t>(1, (wait.count() + 999) / 1000)));
+}
+
+void Router::RecordTokens(const config::Deployment& deployment, int64_t tokens) {
+  if (usage_ != nullptr) usage_->RecordTokens(deployment.id, tokens);
 }
 
 void Router::DemoteRamping(std::vector<const config::Deployment*>& candidates) {

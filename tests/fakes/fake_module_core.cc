@@ -388,6 +388,11 @@ void FakeModuleCore::SetHealth(control::ModuleHealth health, std::string message
   health_message_ = std::move(message);
 }
 
+std::string FakeModuleCore::InstanceId() {
+  absl::MutexLock lock(&mu_);
+  return instance_id_;
+}
+
 void FakeModuleCore::SetInstanceId(std::string id) {
   absl::MutexLock lock(&mu_);
   instance_id_ = std::move(id);

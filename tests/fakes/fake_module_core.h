@@ -46,6 +46,7 @@ class FakeModuleCore final : public control::ModuleCore {
   FakeModuleCore();
 
   // --- control::ModuleCore ---
+  std::string InstanceId() override;  // not recorded in Calls()
   control::StatusReport Status() override;
   control::StatusReport HealthCheck(bool deep) override;
   std::vector<metrics::Sample> Metrics(const std::vector<std::string>& names) override;

@@ -269,12 +269,13 @@ TEST_F(ControlTest, StatusMetricsAndStatsReflectRealRequests) {
   EXPECT_TRUE(probed_models);
 
   marchproxy::GetMetricsRequest metrics_request;
+  // LiteLLM's registered name finds the counter it exposes as ..._total.
   metrics_request.add_metric_names("litellm_proxy_total_requests_metric");
   marchproxy::GetMetricsResponse metrics;
   ASSERT_TRUE(stub_->GetMetrics(Context().get(), metrics_request, &metrics).ok());
   double total = 0;
   for (const auto& point : metrics.metrics().metrics()) {
-    EXPECT_EQ(point.name(), "litellm_proxy_total_requests_metric");
+    EXPECT_EQ(point.name(), "litellm_proxy_total_requests_metric_total");
     total += point.value();
   }
   EXPECT_EQ(total, 7);
@@ -294,7 +295,7 @@ TEST_F(ControlTest, StatusMetricsAndStatsReflectRealRequests) {
 
   // The Prometheus view agrees.
   std::string text = HttpCall("GET", ailb_->Url("/metrics")).body;
-  EXPECT_NE(text.find("litellm_proxy_total_requests_metric{"), std::string::npos);
+  EXPECT_NE(text.find("litellm_proxy_total_requests_metric_total{"), std::string::npos);
   EXPECT_NE(text.find("ai_requests_per_minute 7"), std::string::npos) << text;
 
   marchproxy::StreamMetricsRequest stream_request;
@@ -331,6 +332,13 @@ TEST_F(ControlTest, RoutesAliasesCanHandleScaleInstancesAndShutdown) {
   ASSERT_TRUE(stub_->UpdateRoutes(Context().get(), update, &updated).ok());
   EXPECT_EQ(updated.routes_updated(), 1);
   EXPECT_EQ(SendChats(3, "fast")["blue"], 3);
+  // The alias is a model clients can discover.
+  const json listed = HttpCall("GET", ailb_->Url("/v1/models")).Json();
+  ASSERT_EQ(listed["data"].size(), 2u);
+  EXPECT_EQ(listed["data"][0]["id"], "m");
+  EXPECT_EQ(listed["data"][1]["id"], "fast");
+  EXPECT_EQ(listed["data"][1]["owned_by"], "ailb");
+  EXPECT_EQ(HttpCall("GET", ailb_->Url("/v1/models/fast")).status, 200);
 
   marchproxy::CanHandleRequest can;
   can.mutable_route()->set_path_pattern("/v1/chat/completions");
@@ -347,6 +355,7 @@ TEST_F(ControlTest, RoutesAliasesCanHandleScaleInstancesAndShutdown) {
   marchproxy::DeleteRouteResponse removed;
   ASSERT_TRUE(stub_->DeleteRoute(Context().get(), remove, &removed).ok());
   EXPECT_EQ(SendChats(1, "fast")["404"], 1);
+  EXPECT_EQ(HttpCall("GET", ailb_->Url("/v1/models")).Json()["data"].size(), 1u);
   remove.set_route_id("model:m");
   EXPECT_EQ(stub_->DeleteRoute(Context().get(), remove, &removed).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);

@@ -205,7 +205,12 @@ TEST_F(KnowledgeTest, BadInputGetsClearErrors) {
       HttpCall("POST", ailb_->Url("/v1/rag/collections/x/query"), "{\"query\": ", kJson);
   EXPECT_EQ(malformed.status, 400);
   EXPECT_EQ(malformed.Json()["error"]["code"], "invalid_json");
-  EXPECT_EQ(HttpCall("PUT", ailb_->Url("/v1/rag/collections/x"), "{}", kJson).status, 405);
+  HttpResult wrong_method = HttpCall("PUT", ailb_->Url("/v1/rag/collections/x"), "{}", kJson);
+  EXPECT_EQ(wrong_method.status, 405);
+  EXPECT_EQ(wrong_method.Header("allow"), "GET, DELETE");
+  EXPECT_EQ(HttpCall("GET", ailb_->Url("/v1/embeddings")).Header("allow"), "POST");
+  EXPECT_EQ(HttpCall("PATCH", ailb_->Url("/v1/sessions/s1"), "{}", kJson).Header("allow"),
+            "GET, DELETE");
   EXPECT_EQ(HttpCall("DELETE", ailb_->Url("/v1/rag/collections/x/documents/absent")).status, 404);
   EXPECT_EQ(Post("/v1/embeddings", {{"model", "local"}, {"input", json::array()}}).status, 400);
   EXPECT_EQ(Post("/v1/embeddings", {{"model", "unknown-model"}, {"input", "hi"}}).status, 404);

@@ -115,6 +115,69 @@ TEST(RoutingTest, FallbackChainServesWhenTheWholeGroupFails) {
   // The big group's breakers are open by now, and requests still succeed through the fallback.
   HttpResult stats = HttpCall("GET", ailb->Url("/api/routing/stats"));
   EXPECT_EQ(stats.Json()["provider_stats"]["big-1"]["state"], "cooling_down");
+  // /metrics says so too: six successful fallbacks from big to small, big-1 in a complete outage
+  // after entering cooldown, small-1 healthy.
+  const std::string metrics = HttpCall("GET", ailb->Url("/metrics")).body;
+  auto value_of = [&metrics](const std::string& family, const std::string& label) {
+    for (size_t at = metrics.find("\n" + family + "{"); at != std::string::npos;
+         at = metrics.find("\n" + family + "{", at + 1)) {
+      const std::string line = metrics.substr(at + 1, metrics.find('\n', at + 1) - at - 1);
+      if (line.find(label) != std::string::npos) return std::stod(line.substr(line.rfind(' ')));
+    }
+    return -1.0;
+  };
+  EXPECT_EQ(value_of("litellm_deployment_successful_fallbacks_total",
+                     "{fallback_model=\"small\",requested_model=\"big\"}"),
+            6)
+      << metrics;
+  EXPECT_EQ(value_of("litellm_deployment_state", "litellm_model_name=\"big\",model_id=\"big-1\""),
+            2)
+      << metrics;
+  EXPECT_GE(value_of("litellm_deployment_cooled_down_total", "model_id=\"big-1\""), 1) << metrics;
+  EXPECT_EQ(value_of("litellm_deployment_state", "model_id=\"small-1\""), 0) << metrics;
+  EXPECT_EQ(value_of("litellm_deployment_cooled_down_total", "model_id=\"small-1\""), 0) << metrics;
+  std::remove(config.c_str());
+}
+
+TEST(RoutingTest, DeploymentRpmIsEnforcedOverTheLastMinute) {
+  FakeBehavior ok;
+  ok.reply_text = "fine";
+  auto fake = StartFake(ok);
+  ASSERT_TRUE(fake);
+  // "a" allows 2 requests per minute and is tried first; "b" allows 1.
+  const std::string config = WriteConfig(absl::StrCat(
+      "routing_strategy: failover\n"
+      "model_list:\n"
+      "  - {model_name: m, id: a, provider: openai, model: up-a, rpm: 2, priority: 0, api_base: \"",
+      fake->BaseUrl(),
+      "/v1\"}\n"
+      "  - {model_name: m, id: b, provider: openai, model: up-b, rpm: 1, priority: 1, api_base: \"",
+      fake->BaseUrl(), "/v1\"}\n"));
+  auto ailb = AilbProcess::Start({{"AILB_CONFIG", config}});
+  ASSERT_NE(ailb, nullptr);
+  std::vector<std::string> served;
+  for (int i = 0; i < 3; ++i) {
+    HttpResult result = HttpCall("POST", ailb->Url("/v1/chat/completions"), ChatBody("m", i == 1));
+    ASSERT_EQ(result.status, 200) << result.body;
+    served.push_back(result.Header("x-ailb-deployment"));
+  }
+  EXPECT_EQ(served, (std::vector<std::string>{"a", "a", "b"}));
+
+  HttpResult refused = HttpCall("POST", ailb->Url("/v1/chat/completions"), ChatBody("m", false));
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_EQ(refused.Json()["error"]["code"], "rate_limit_exceeded");
+  EXPECT_EQ(refused.Json()["error"]["type"], "rate_limit_error");
+  const int retry_after = std::atoi(refused.Header("retry-after").c_str());
+  EXPECT_GE(retry_after, 55);
+  EXPECT_LE(retry_after, 61);
+  EXPECT_EQ(fake->RequestCount(), 3u) << "the refused request never reached an upstream";
+
+  HttpResult stats = HttpCall("GET", ailb->Url("/api/routing/stats"));
+  ASSERT_EQ(stats.status, 200);
+  const json a = stats.Json()["provider_stats"]["a"];
+  EXPECT_EQ(a["rpm"], 2);
+  EXPECT_EQ(a["requests_last_60s"], 2);
+  EXPECT_EQ(a["at_rate_limit"], true);
   std::remove(config.c_str());
 }
 

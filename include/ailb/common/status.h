@@ -37,24 +37,29 @@ inline constexpr char kHttpStatusPayload[] = "ailb.http_status";
 inline constexpr char kErrorCodePayload[] = "ailb.error_code";
 inline constexpr char kErrorParamPayload[] = "ailb.error_param";
 inline constexpr char kRetryAfterPayload[] = "ailb.retry_after_seconds";
+// The methods a resource supports, for the Allow header of a 405 (RFC 9110 §15.5.6).
+inline constexpr char kAllowPayload[] = "ailb.allow";
 
 // Attach details to a status (no-ops on OK).
 absl::Status WithHttpStatus(absl::Status status, int http_status);
 absl::Status WithErrorCode(absl::Status status, std::string_view code);
 absl::Status WithErrorParam(absl::Status status, std::string_view param);
 absl::Status WithRetryAfter(absl::Status status, int seconds);
+absl::Status WithAllow(absl::Status status, std::string_view methods);  // e.g. "GET, POST"
 
 // Read details back; empty/nullopt when absent.
 std::optional<int> HttpStatusOverride(const absl::Status& status);
 std::string ErrorCodeOf(const absl::Status& status);
 std::string ErrorParamOf(const absl::Status& status);
 std::optional<int> RetryAfterOf(const absl::Status& status);
+std::string AllowOf(const absl::Status& status);
 
 // Shorthands for the HTTP statuses that have no canonical code of their own.
 absl::Status PayloadTooLargeError(std::string_view message);       // 413
 absl::Status UnsupportedMediaTypeError(std::string_view message);  // 415
-absl::Status MethodNotAllowedError(std::string_view message);      // 405
-absl::Status BadGatewayError(std::string_view message);            // 502
+// 405; `allow` (e.g. "GET, POST"), when given, becomes the reply's Allow header.
+absl::Status MethodNotAllowedError(std::string_view message, std::string_view allow = {});
+absl::Status BadGatewayError(std::string_view message);  // 502
 // InvalidArgument naming the offending request field (OpenAI's `param`).
 absl::Status InvalidFieldError(std::string_view param, std::string_view message);
 
@@ -66,6 +71,7 @@ struct HttpError {
   std::string param;  // offending field; may be empty (serialised as null)
   std::string message;
   std::optional<int> retry_after_seconds;
+  std::string allow;  // Allow header value (405); empty when none
 };
 HttpError ToHttpError(const absl::Status& status);
 

@@ -31,8 +31,8 @@ struct Deployment {
   std::string api_key;               // resolved secret; never logged
   std::string api_key_env;           // the environment variable it came from, if any
   double weight = 1.0;               // relative share for weighted strategies (>= 0)
-  int64_t rpm = 0;                   // requests per minute the deployment allows (0 = unknown)
-  int64_t tpm = 0;                   // tokens per minute (0 = unknown)
+  int64_t rpm = 0;                   // requests per sliding 60 s, enforced (0 = no limit)
+  int64_t tpm = 0;                   // prompt + completion tokens per 60 s, enforced (0 = none)
   int priority = 0;                  // lower is tried first by the failover strategy
   double input_cost_per_token = 0;   // USD
   double output_cost_per_token = 0;  // USD
@@ -83,6 +83,23 @@ struct RetryConfig {
   int max_attempts = 10;  // per request, across deployments and fallback groups
 };
 
+// Limits of one data-plane API key; 0 (or an empty list) means no limit.
+struct KeyLimits {
+  std::vector<std::string> models;  // public model names the key may use
+  int64_t rpm = 0;                  // requests per minute
+  int64_t tpm = 0;                  // tokens (prompt + completion) per minute
+  int64_t tokens_per_day = 0;       // budgets per UTC day and month
+  int64_t tokens_per_month = 0;
+  double cost_usd_per_day = 0;
+  double cost_usd_per_month = 0;
+};
+
+// A configured data-plane key with its name and limits.
+struct ApiKeySettings {
+  std::string name;
+  KeyLimits limits;
+};
+
 struct Config {
   std::string module_id = "ailb-1";
   ServerConfig server;
@@ -94,9 +111,14 @@ struct Config {
   bool enable_memory = true;
   bool enable_rag = true;
   std::string data_dir = "./data";
-  std::string log_level = "info";       // trace, debug, info, warn, error, critical, off
-  std::string log_format = "text";      // text or json
-  std::vector<std::string> api_keys;    // data-plane keys; empty = open
+  std::string log_level = "info";     // trace, debug, info, warn, error, critical, off
+  std::string log_format = "text";    // text or json
+  std::vector<std::string> api_keys;  // data-plane keys (plain or sha256:<hex>)
+  // Names and limits of api_keys, index for index; shorter (or empty) when keys have none.
+  std::vector<ApiKeySettings> api_key_settings;
+  // AILB_ADMIN_KEY: RAG, session and key administration (plain or sha256:<hex>). With neither
+  // api_keys nor an admin key (nor keys created earlier), the data plane is open.
+  std::string admin_key;
   std::vector<Deployment> deployments;  // in configuration order
   std::map<std::string, ModelGroupConfig, std::less<>> model_groups;
   RetryConfig retries;

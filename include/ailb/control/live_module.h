@@ -32,6 +32,10 @@ struct LiveModuleDeps {
   std::function<absl::StatusOr<ConfigPtr>(const std::string& document)> parse_document;
   // Makes a configuration current (and everything that follows from it).
   std::function<void(ConfigPtr)> publish;
+  // The configuration the process started with: settings read once at start keep its values, and
+  // a reload that changes one says so (config::RestartOnlyChanges). Null: compared with the
+  // current configuration.
+  ConfigPtr startup;
   gateway::Gateway* gateway = nullptr;
   router::HealthTracker* health = nullptr;
   router::TrafficSplit* split = nullptr;
@@ -42,6 +46,8 @@ struct LiveModuleDeps {
   upstream::HttpClient* client = nullptr;
   std::function<int64_t()> open_connections;
   std::function<int64_t()> total_connections;
+  // Server-sent event streams open now (the ailb_open_streams gauge; optional).
+  std::function<int64_t()> open_streams;
   // Starts a graceful shutdown of the process.
   std::function<void(bool graceful, int timeout_seconds)> shutdown;
   std::chrono::milliseconds promotion_interval{30'000};

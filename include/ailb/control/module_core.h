@@ -109,6 +109,9 @@ class ModuleCore {
  public:
   virtual ~ModuleCore() = default;
 
+  // The instance id (MODULE_ID) in effect now: it follows configuration reloads. Cheap; every
+  // RPC that names an instance_id is checked against it.
+  virtual std::string InstanceId() = 0;
   virtual StatusReport Status() = 0;
   // `deep`: also probe every deployment with a free call (list models) and wait for the answers.
   virtual StatusReport HealthCheck(bool deep) = 0;

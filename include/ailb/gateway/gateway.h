@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "ailb/auth/key_store.h"
 #include "ailb/common/clock.h"
 #include "ailb/common/random.h"
 #include "ailb/common/worker_pool.h"
@@ -37,6 +38,7 @@ struct RequestContext {
   std::string client_address;
   std::optional<std::string> preferred_model;  // X-Preferred-Model
   std::string api_key;                         // the key presented, for per-key rate limits
+  auth::Principal principal;                   // who the key belongs to (HTTP layer's check)
   // Per-request routing overrides from headers, as sent (validated by the gateway):
   std::optional<std::string> routing_strategy;       // X-Ailb-Routing-Strategy
   std::optional<std::string> timeout_ms;             // X-Ailb-Timeout-Ms (total deadline)
@@ -56,6 +58,8 @@ struct GatewayHooks {
   // must be set for enrichment to happen.
   Enricher* enricher = nullptr;
   WorkerPool* workers = nullptr;
+  // Per-key model allow-lists, rpm/tpm and budgets, admitted before planning.
+  auth::KeyStore* keys = nullptr;
 };
 
 // Counts requests in flight so shutdown can drain them. Thread-safe.
@@ -106,7 +110,8 @@ class Gateway {
   std::function<void()> HandleChat(llm::ChatRequest request, RequestContext context,
                                    std::shared_ptr<ResponseSink> sink);
 
-  // /v1/models: every public model name. `model` set: that one or NotFound.
+  // /v1/models: every public model name (configured groups, then run-time aliases of a
+  // configured group, each once). `model` set: that one or NotFound.
   absl::StatusOr<nlohmann::json> ListModels(const std::optional<std::string>& model) const;
 
   // /healthz: overall state and each deployment's breaker. `can_serve` when some model group
@@ -126,11 +131,13 @@ class Gateway {
 
   const Clock& clock() const { return clock_; }
 
+  // Logs and counts a chat request refused before any upstream attempt (and writes nothing);
+  // also for refusals made before the gateway saw the request (authentication, malformed body).
+  void RecordRefusal(std::string_view model, bool stream, const std::optional<std::string>& session,
+                     const RequestContext& context, const absl::Status& status);
+
  private:
   friend class ChatExchange;
-  // Logs and counts a request refused before any upstream attempt (and writes nothing).
-  void RecordRefusal(const llm::ChatRequest& request, const RequestContext& context,
-                     const absl::Status& status);
   config::ConfigStore& config_;
   router::Router& router_;
   router::HealthTracker& health_;
@@ -143,7 +150,8 @@ class Gateway {
   const WallTime started_at_ = std::chrono::system_clock::now();
 };
 
-// Writes `status` as an OpenAI error reply (with Retry-After when the status carries one).
+// Writes `status` as an OpenAI error reply (with Retry-After, and Allow for a 405, when the
+// status carries them; an Allow already in `headers` wins).
 void SendError(ResponseSink& sink, const absl::Status& status, upstream::Headers headers = {});
 
 }  // namespace ailb::gateway

@@ -16,6 +16,8 @@ namespace ailb::llm {
 
 // ailb's own request fields; removed before a request is forwarded.
 inline constexpr char kSessionIdField[] = "session_id";
+// Longest session_id and rag_collection (also the X-Session-ID header).
+inline constexpr size_t kMaxSessionIdBytes = 256;
 inline constexpr char kRagCollectionField[] = "rag_collection";
 inline constexpr char kRagTopKField[] = "rag_top_k";
 inline constexpr int kDefaultRagTopK = 3;

@@ -90,6 +90,12 @@ struct Sample {
   double value = 0;
 };
 
+// The type a callback-read family is exposed as.
+enum class MetricType { kCounter, kGauge };
+
+// One series of a callback family: its labels and its current value.
+using LabelledValue = std::pair<Labels, double>;
+
 // Owns every metric. Getters return stable references (metrics are never removed), so callers
 // may keep them. Thread-safe.
 class Registry {
@@ -101,6 +107,16 @@ class Registry {
   // A gauge read when collected (process memory, open streams ...).
   void AddCallbackGauge(std::string_view name, std::string_view help, Labels labels,
                         std::function<double()> read);
+  // A counter read when collected (a total kept elsewhere, such as process CPU seconds).
+  void AddCallbackCounter(std::string_view name, std::string_view help, Labels labels,
+                          std::function<double()> read);
+  // A whole family whose labelled series are listed when collected (one per deployment ...).
+  // `collect` runs under the registry's lock, so it must not call the registry. Label order
+  // within a series does not matter; when two series have the same labels the last one wins.
+  // A later call with the same name replaces `collect`; a name already used by another kind of
+  // metric is left as it is.
+  void AddCallbackFamily(std::string_view name, std::string_view help, MetricType type,
+                         std::function<std::vector<LabelledValue>()> collect);
 
   // The Prometheus text exposition format (version 0.0.4).
   std::string RenderPrometheus() const;
@@ -108,7 +124,7 @@ class Registry {
   std::vector<Sample> Collect(const std::vector<std::string>& names = {}) const;
 
  private:
-  enum class Kind { kCounter, kGauge, kHistogram, kCallback };
+  enum class Kind { kCounter, kGauge, kHistogram, kCallback, kCallbackFamily };
   struct Series {
     Labels labels;
     std::unique_ptr<Counter> counter;
@@ -118,9 +134,13 @@ class Registry {
   };
   struct Family {
     std::string help;
-    Kind kind;
-    std::map<std::string, Series> series;  // keyed by rendered labels
+    Kind kind = Kind::kGauge;
+    std::map<std::string, Series> series;                 // keyed by rendered labels
+    MetricType callback_type = MetricType::kGauge;        // kCallback, kCallbackFamily
+    std::function<std::vector<LabelledValue>()> collect;  // kCallbackFamily
   };
+  // The series of a callback family now, sorted by their rendered labels.
+  static std::map<std::string, LabelledValue> CollectFamily(const Family& family);
   Series& GetSeries(std::string_view name, std::string_view help, Kind kind, Labels labels)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -1,5 +1,6 @@
 // What ailb measures about the requests it serves, under the metric names users already have
-// dashboards for (LiteLLM's), plus a resettable window for the control plane's GetStats.
+// dashboards for (LiteLLM's, as its Prometheus client exposes them: counters end in _total),
+// plus a resettable window for the control plane's GetStats.
 #pragma once
 
 #include <array>
@@ -22,8 +23,9 @@ struct RequestRecord {
   int http_status = 0;
   bool stream = false;
   int attempts = 0;
-  int fallbacks = 0;  // model groups moved to after the requested one
-  int hedges = 0;     // hedged (second, parallel) attempts started
+  int fallbacks = 0;         // model groups moved to after the requested one
+  std::string served_group;  // the model group tried last (a fallback's when fallbacks > 0)
+  int hedges = 0;            // hedged (second, parallel) attempts started
   double total_seconds = 0;
   double upstream_seconds = 0;         // time spent waiting on upstreams, all attempts
   std::optional<double> ttft_seconds;  // first byte to the client

@@ -50,6 +50,7 @@ struct DeploymentHealth {
   double failure_rate = 0;           // share of faults among the recent outcomes
   double traffic_share = 1;          // below 1 while ramping back after recovery
   int64_t health_checks_failed = 0;  // active checks
+  int64_t cooldowns = 0;             // times the breaker opened (entered cooldown), ever
   std::string last_error;
   std::optional<WallTime> last_success;
   std::optional<WallTime> last_failure;

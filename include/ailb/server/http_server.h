@@ -5,8 +5,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "ailb/auth/key_store.h"
 #include "ailb/common/worker_pool.h"
 #include "ailb/config/config.h"
 #include "ailb/gateway/gateway.h"
@@ -33,11 +35,30 @@ class BlockingApi {
     int http_status = 200;
     std::string json_body;
   };
+  // Who may call an endpoint.
+  enum class Access {
+    kData,      // any data-plane key (open when no keys exist)
+    kAdmin,     // the admin key when one is configured, else as kData (RAG and sessions)
+    kKeyAdmin,  // only the admin key; refused when none is configured (key administration)
+  };
   // Whether `path` (without the query string) belongs to this API.
   virtual bool Handles(std::string_view path) const = 0;
+  virtual Access AccessFor(std::string_view path) const = 0;
   // Blocking: called on a worker thread. Errors are answered through the one status mapping.
   virtual absl::StatusOr<Reply> Handle(std::string_view method, std::string_view path,
                                        std::string_view body) = 0;
+};
+
+// What the server serves; it does not own any of it.
+struct HttpServerDeps {
+  gateway::Gateway* gateway = nullptr;
+  config::ConfigStore* config = nullptr;
+  const metrics::Registry* registry = nullptr;  // GET /metrics when set
+  // Memory, RAG, embeddings and key administration; served only when `workers` is set.
+  std::vector<BlockingApi*> blocking_apis;
+  WorkerPool* workers = nullptr;
+  // API keys; without it the data plane is open.
+  auth::KeyStore* keys = nullptr;
 };
 
 // Thread-safe. Handlers validate on the reactor thread and hand the request to the gateway; no
@@ -46,12 +67,8 @@ class HttpServer {
  public:
   virtual ~HttpServer() = default;
   // Binds and starts serving on background threads.
-  // `blocking_api` and `workers` (both or neither) serve the memory, RAG and embeddings
-  // endpoints.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
-      const HttpServerOptions& options, gateway::Gateway& gateway, config::ConfigStore& config,
-      const metrics::Registry* registry = nullptr, BlockingApi* blocking_api = nullptr,
-      WorkerPool* workers = nullptr);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpServerOptions& options,
+                                                           HttpServerDeps deps);
   virtual int port() const = 0;
   // Streams currently open to clients.
   virtual int open_streams() const = 0;

@@ -228,16 +228,8 @@ Status ModuleServiceImpl::Authorize(const grpc::ServerContextBase& context) cons
   return Status::OK;
 }
 
-std::string ModuleServiceImpl::ModuleId() {
-  {
-    std::lock_guard lock(mu_);
-    if (!module_id_.empty()) return module_id_;
-  }
-  std::string id = core_.Status().instance.instance_id;
-  std::lock_guard lock(mu_);
-  if (!id.empty()) module_id_ = id;
-  return id;
-}
+// Asked every time rather than cached: a reload may change MODULE_ID.
+std::string ModuleServiceImpl::ModuleId() { return core_.InstanceId(); }
 
 Status ModuleServiceImpl::CheckInstance(const std::string& requested,
                                         const std::string& own) const {
@@ -276,10 +268,6 @@ Status ModuleServiceImpl::GetStatus(grpc::ServerContext* context,
                                     marchproxy::GetStatusResponse* response) {
   AILB_RPC_RETURN_IF_ERROR(Authorize(*context));
   control::StatusReport report = core_.Status();
-  if (!report.instance.instance_id.empty()) {
-    std::lock_guard lock(mu_);
-    module_id_ = report.instance.instance_id;
-  }
   AILB_RPC_RETURN_IF_ERROR(CheckInstance(request->instance_id(), report.instance.instance_id));
   if (report.instance.address.empty()) report.instance.address = Address();
   ToModuleInstance(report.instance, response->mutable_instance());

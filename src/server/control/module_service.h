@@ -102,6 +102,7 @@ class ModuleServiceImpl final : public ModuleServiceBase {
   grpc::Status CheckInstance(const std::string& requested);
   // As CheckInstance, against an id the caller already has.
   grpc::Status CheckInstance(const std::string& requested, const std::string& own) const;
+  // The core's current instance id (it follows reloads).
   std::string ModuleId();
   std::string Address() const;
   void FillModuleMetrics(const std::vector<std::string>& names, marchproxy::ModuleMetrics* out);
@@ -111,7 +112,6 @@ class ModuleServiceImpl final : public ModuleServiceBase {
   const std::string token_hash_;  // sha256 hex of the token; empty = no authentication
 
   mutable std::mutex mu_;
-  std::string module_id_ ABSL_GUARDED_BY(mu_);  // cached: MODULE_ID does not change at run time
   std::string address_ ABSL_GUARDED_BY(mu_);
   bool streams_stopped_ ABSL_GUARDED_BY(mu_) = false;
   int open_streams_ ABSL_GUARDED_BY(mu_) = 0;

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <cctype>
+#include <chrono>
+#include <cmath>
 #include <sstream>
 #include <thread>
 
@@ -13,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "ailb/common/logging.h"
 #include "ailb/common/random.h"
 #include "ailb/common/status.h"
 #include "ailb/common/strings.h"
@@ -77,8 +80,9 @@ struct Shared {
   gateway::Gateway* gateway = nullptr;
   config::ConfigStore* config = nullptr;
   const metrics::Registry* registry = nullptr;
-  BlockingApi* blocking_api = nullptr;
+  std::vector<BlockingApi*> blocking_apis;
   WorkerPool* workers = nullptr;
+  auth::KeyStore* keys = nullptr;
   int64_t max_body_bytes = 0;
   std::atomic<int> open_streams{0};
   std::atomic<int64_t> pending_writes{0};
@@ -275,27 +279,29 @@ class Handler final : public Pistache::Http::Handler {
     }
     if (path == "/api/routing/stats") {
       if (!only(Method::Get, "GET")) return;
-      if (!Authorized(request, sink)) return;
+      if (!Authorized(request, sink, BlockingApi::Access::kAdmin)) return;
       sink->SendJson(200, {}, llm::DumpJson(shared_->gateway->RoutingStats()));
       return;
     }
     if (path == "/v1/models" || path == "/models") {
       if (!only(Method::Get, "GET")) return;
-      if (!Authorized(request, sink)) return;
+      if (!Authorized(request, sink, BlockingApi::Access::kData)) return;
       SendResult(sink, shared_->gateway->ListModels(std::nullopt));
       return;
     }
     for (std::string_view prefix : {"/v1/models/", "/models/"}) {
       if (absl::StartsWith(path, ToAbsl(prefix)) && path.size() > prefix.size()) {
         if (!only(Method::Get, "GET")) return;
-        if (!Authorized(request, sink)) return;
+        if (!Authorized(request, sink, BlockingApi::Access::kData)) return;
         SendResult(sink, shared_->gateway->ListModels(PercentDecode(path.substr(prefix.size()))));
         return;
       }
     }
-    if (shared_->blocking_api != nullptr && shared_->blocking_api->Handles(path)) {
-      Blocking(request, sink);
-      return;
+    for (BlockingApi* api : shared_->blocking_apis) {
+      if (api->Handles(path)) {
+        Blocking(*api, request, request_id, sink);
+        return;
+      }
     }
     gateway::SendError(
         *sink, WithErrorCode(
@@ -305,41 +311,67 @@ class Handler final : public Pistache::Http::Handler {
   }
 
   // Memory, RAG and embeddings: authorised and size-checked here, run on a worker thread.
-  void Blocking(const Request& request, const std::shared_ptr<PeerSink>& sink) {
-    if (!Authorized(request, sink)) return;
+  // One access-log line for a memory, RAG, embeddings or admin request.
+  struct ApiAccess {
+    nlohmann::ordered_json line;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    void Log(int http_status) {
+      line["status"] = http_status;
+      line["latency_ms"] = std::round(std::chrono::duration<double, std::milli>(
+                                          std::chrono::steady_clock::now() - started)
+                                          .count() *
+                                      1000) /
+                           1000;
+      LogAccess(line);
+    }
+  };
+
+  void Blocking(BlockingApi& api, const Request& request, const std::string& request_id,
+                const std::shared_ptr<PeerSink>& sink) {
+    ApiAccess access;
+    access.line["request_id"] = request_id;
+    access.line["client"] = request.address().host();
+    access.line["method"] = std::string(Pistache::Http::methodString(request.method()));
+    access.line["path"] = request.resource();
+    auto refuse = [&](const absl::Status& status) {
+      access.Log(ToHttpError(status).http_status);
+      SendAuthError(sink, status);
+    };
+    absl::StatusOr<auth::Principal> principal =
+        Authenticate(request, api.AccessFor(request.resource()));
+    if (!principal.ok()) return refuse(principal.status());
+    access.line["key_id"] = principal->role == auth::Role::kAdmin ? "admin" : principal->key_id;
     if (static_cast<int64_t>(request.body().size()) > shared_->max_body_bytes) {
-      gateway::SendError(*sink, PayloadTooLargeError(absl::StrCat(
-                                    "request body of ", request.body().size(),
-                                    " bytes exceeds the limit of ", shared_->max_body_bytes)));
-      return;
+      return refuse(PayloadTooLargeError(absl::StrCat("request body of ", request.body().size(),
+                                                      " bytes exceeds the limit of ",
+                                                      shared_->max_body_bytes)));
     }
     if (!request.body().empty()) {
       if (std::optional<std::string> type = HeaderValue(request, "Content-Type")) {
         std::string mime = absl::AsciiStrToLower(*type);
         if (!absl::StartsWith(absl::StripLeadingAsciiWhitespace(mime), "application/json")) {
-          gateway::SendError(
-              *sink, UnsupportedMediaTypeError(
-                         absl::StrCat("Content-Type must be application/json, got '", *type, "'")));
-          return;
+          return refuse(UnsupportedMediaTypeError(
+              absl::StrCat("Content-Type must be application/json, got '", *type, "'")));
         }
       }
     }
     const bool queued = shared_->workers->Submit(
-        [api = shared_->blocking_api, sink,
+        [api = &api, sink, access,
          method = std::string(Pistache::Http::methodString(request.method())),
-         path = request.resource(), body = request.body()] {
+         path = request.resource(), body = request.body()]() mutable {
           absl::StatusOr<BlockingApi::Reply> reply = api->Handle(method, path, body);
           if (!reply.ok()) {
+            access.Log(ToHttpError(reply.status()).http_status);
             gateway::SendError(*sink, reply.status());
             return;
           }
+          access.Log(reply->http_status);
           sink->SendJson(reply->http_status, {}, std::move(reply->json_body));
         });
     if (!queued) {
-      gateway::SendError(*sink, WithRetryAfter(absl::UnavailableError(
-                                                   "ailb is overloaded: too much memory and RAG "
+      refuse(WithRetryAfter(absl::UnavailableError("ailb is overloaded: too much memory and RAG "
                                                    "work is queued; retry shortly"),
-                                               1));
+                            1));
     }
   }
 
@@ -362,55 +394,107 @@ class Handler final : public Pistache::Http::Handler {
     sink->SendJson(health.can_serve ? 200 : 503, {}, llm::DumpJson(health.body));
   }
 
-  bool Authorized(const Request& request, const std::shared_ptr<PeerSink>& sink) {
-    std::shared_ptr<const config::Config> config = shared_->config->Current();
-    if (config->api_keys.empty()) return true;
-    std::optional<std::string> presented =
-        PresentedApiKey(HeaderValue(request, "Authorization"), HeaderValue(request, "x-api-key"),
-                        HeaderValue(request, "api-key"));
-    absl::Status status = CheckApiKey(config->api_keys, presented);
-    if (status.ok()) return true;
-    gateway::SendError(*sink, status, {{"WWW-Authenticate", "Bearer"}});
+  static std::optional<std::string> PresentedKey(const Request& request) {
+    return PresentedApiKey(HeaderValue(request, "Authorization"), HeaderValue(request, "x-api-key"),
+                           HeaderValue(request, "api-key"));
+  }
+
+  // Who is calling, or the error that refuses the call (401 for a missing or unknown key, 403
+  // for a key without the access the endpoint needs).
+  absl::StatusOr<auth::Principal> Authenticate(const Request& request,
+                                               BlockingApi::Access access) const {
+    if (shared_->keys == nullptr) {
+      if (access == BlockingApi::Access::kKeyAdmin) return KeyAdminDisabled();
+      return auth::Principal{};
+    }
+    AILB_ASSIGN_OR_RETURN(auth::Principal principal,
+                          shared_->keys->Authenticate(PresentedKey(request)));
+    switch (access) {
+      case BlockingApi::Access::kData:
+        break;
+      case BlockingApi::Access::kAdmin:
+        if (principal.role == auth::Role::kClient && shared_->keys->HasAdminKey()) {
+          return WithErrorCode(
+              absl::PermissionDeniedError("this endpoint needs the admin key (AILB_ADMIN_KEY)"),
+              "admin_key_required");
+        }
+        break;
+      case BlockingApi::Access::kKeyAdmin:
+        if (!shared_->keys->HasAdminKey()) return KeyAdminDisabled();
+        if (principal.role != auth::Role::kAdmin) {
+          return WithErrorCode(absl::PermissionDeniedError(
+                                   "key administration needs the admin key (AILB_ADMIN_KEY)"),
+                               "admin_key_required");
+        }
+        break;
+    }
+    return principal;
+  }
+
+  static absl::Status KeyAdminDisabled() {
+    return WithErrorCode(absl::PermissionDeniedError(
+                             "key administration is disabled: no admin key is configured (set "
+                             "AILB_ADMIN_KEY)"),
+                         "admin_key_required");
+  }
+
+  static void SendAuthError(const std::shared_ptr<PeerSink>& sink, const absl::Status& status) {
+    upstream::Headers headers;
+    if (status.code() == absl::StatusCode::kUnauthenticated) {
+      headers.emplace_back("WWW-Authenticate", "Bearer");
+    }
+    gateway::SendError(*sink, status, std::move(headers));
+  }
+
+  bool Authorized(const Request& request, const std::shared_ptr<PeerSink>& sink,
+                  BlockingApi::Access access) {
+    absl::StatusOr<auth::Principal> principal = Authenticate(request, access);
+    if (principal.ok()) return true;
+    SendAuthError(sink, principal.status());
     return false;
   }
 
   void Chat(const Request& request, const std::weak_ptr<Pistache::Tcp::Peer>& peer,
             const std::string& request_id, const std::shared_ptr<PeerSink>& sink) {
-    if (!Authorized(request, sink)) return;
-    if (std::optional<std::string> type = HeaderValue(request, "Content-Type")) {
-      std::string mime = absl::AsciiStrToLower(*type);
-      if (!absl::StartsWith(absl::StripLeadingAsciiWhitespace(mime), "application/json")) {
-        gateway::SendError(*sink, UnsupportedMediaTypeError(absl::StrCat(
-                                      "Content-Type must be application/json, got '", *type, "'")));
-        return;
-      }
-    }
-    if (static_cast<int64_t>(request.body().size()) > shared_->max_body_bytes) {
-      gateway::SendError(*sink, PayloadTooLargeError(absl::StrCat(
-                                    "request body of ", request.body().size(),
-                                    " bytes exceeds the limit of ", shared_->max_body_bytes)));
-      return;
-    }
-    absl::StatusOr<llm::ChatRequest> chat = llm::ParseChatRequest(request.body());
-    if (!chat.ok()) {
-      gateway::SendError(*sink, chat.status());
-      return;
-    }
-    if (!chat->session_id) {
-      if (std::optional<std::string> session = HeaderValue(request, "X-Session-ID");
-          session && !session->empty() && session->size() <= 256) {
-        chat->session_id = *session;
-      }
-    }
     gateway::RequestContext context;
     context.request_id = request_id;
     context.client_address = request.address().host();
     context.received_at = shared_->gateway->clock().Now();
     context.request_bytes = static_cast<int64_t>(request.body().size());
-    context.api_key =
-        PresentedApiKey(HeaderValue(request, "Authorization"), HeaderValue(request, "x-api-key"),
-                        HeaderValue(request, "api-key"))
-            .value_or("");
+    // Refusals made here are logged and counted like the gateway's own.
+    auto refuse = [&](const absl::Status& status) {
+      shared_->gateway->RecordRefusal("", false, std::nullopt, context, status);
+      SendAuthError(sink, status);
+    };
+    absl::StatusOr<auth::Principal> principal = Authenticate(request, BlockingApi::Access::kData);
+    if (!principal.ok()) return refuse(principal.status());
+    context.principal = *principal;
+    if (std::optional<std::string> type = HeaderValue(request, "Content-Type")) {
+      std::string mime = absl::AsciiStrToLower(*type);
+      if (!absl::StartsWith(absl::StripLeadingAsciiWhitespace(mime), "application/json")) {
+        return refuse(UnsupportedMediaTypeError(
+            absl::StrCat("Content-Type must be application/json, got '", *type, "'")));
+      }
+    }
+    if (static_cast<int64_t>(request.body().size()) > shared_->max_body_bytes) {
+      return refuse(PayloadTooLargeError(absl::StrCat("request body of ", request.body().size(),
+                                                      " bytes exceeds the limit of ",
+                                                      shared_->max_body_bytes)));
+    }
+    absl::StatusOr<llm::ChatRequest> chat = llm::ParseChatRequest(request.body());
+    if (!chat.ok()) return refuse(chat.status());
+    if (!chat->session_id) {
+      if (std::optional<std::string> session = HeaderValue(request, "X-Session-ID");
+          session && !session->empty()) {
+        if (session->size() > llm::kMaxSessionIdBytes || !IsPrintableToken(*session)) {
+          return refuse(InvalidFieldError(
+              "X-Session-ID", absl::StrCat("X-Session-ID must be 1 to ", llm::kMaxSessionIdBytes,
+                                           " printable characters without spaces")));
+        }
+        chat->session_id = *session;
+      }
+    }
+    context.api_key = PresentedKey(request).value_or("");
     if (std::optional<std::string> preferred = HeaderValue(request, "X-Preferred-Model");
         preferred && !preferred->empty()) {
       context.preferred_model = *preferred;
@@ -459,17 +543,20 @@ class PistacheHttpServer final : public HttpServer {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
-    const HttpServerOptions& options, gateway::Gateway& gateway, config::ConfigStore& config,
-    const metrics::Registry* registry, BlockingApi* blocking_api, WorkerPool* workers) {
-  auto shared = std::make_shared<Shared>();
-  shared->registry = registry;
-  if (blocking_api != nullptr && workers != nullptr) {
-    shared->blocking_api = blocking_api;
-    shared->workers = workers;
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
+                                                              HttpServerDeps deps) {
+  if (deps.gateway == nullptr || deps.config == nullptr) {
+    return absl::InvalidArgumentError("the HTTP server needs a gateway and a configuration");
   }
-  shared->gateway = &gateway;
-  shared->config = &config;
+  auto shared = std::make_shared<Shared>();
+  shared->registry = deps.registry;
+  if (deps.workers != nullptr) {
+    shared->blocking_apis = std::move(deps.blocking_apis);
+    shared->workers = deps.workers;
+  }
+  shared->keys = deps.keys;
+  shared->gateway = deps.gateway;
+  shared->config = deps.config;
   shared->max_body_bytes = options.max_body_bytes;
   try {
     Pistache::Address address(options.host, Pistache::Port(static_cast<uint16_t>(options.port)));

@@ -30,9 +30,40 @@ constexpr int kDefaultLocalDimensions = 384;
 
 Reply JsonReply(int status, const json& body) { return Reply{status, llm::DumpJson(body)}; }
 
-absl::Status WrongMethod(std::string_view method, std::string_view path, std::string_view allowed) {
+// The methods `path` supports, as an Allow header lists them (RFC 9110); empty for a path that
+// is no resource of this API (404).
+std::string_view AllowedMethods(std::string_view path) {
+  if (path == kEmbeddingsPath || path == "/embeddings") return "POST";
+  if (absl::StartsWith(ToAbsl(path), ToAbsl(kSessionsPath))) {
+    return path.size() > kSessionsPath.size() ? "GET, DELETE" : "";
+  }
+  if (!absl::StartsWith(ToAbsl(path), ToAbsl(kCollectionsPath))) return "";
+  std::string_view rest = path.substr(kCollectionsPath.size());
+  if (rest.empty()) return "GET, POST";
+  if (rest.front() != '/') return "";
+  rest.remove_prefix(1);
+  if (rest.empty()) return "GET, POST";
+  // The same split as Collections(): /{name}[/documents[/{id...}] | /query]
+  const std::vector<absl::string_view> parts = absl::StrSplit(ToAbsl(rest), '/');
+  if (parts.size() == 1) return "GET, DELETE";
+  if (parts[1] == "documents") return parts.size() == 2 ? "POST" : "DELETE";
+  if (parts[1] == "query" && parts.size() == 2) return "POST";
+  return "";
+}
+
+bool MethodAllowed(std::string_view method, std::string_view allowed) {
+  for (absl::string_view candidate : absl::StrSplit(ToAbsl(allowed), ", ")) {
+    if (candidate == ToAbsl(method)) return true;
+  }
+  return false;
+}
+
+// 405 with the Allow header of `path`.
+absl::Status WrongMethod(std::string_view method, std::string_view path) {
+  const std::string_view allowed = AllowedMethods(path);
   return MethodNotAllowedError(absl::StrCat(ToAbsl(method), " is not allowed on ", ToAbsl(path),
-                                            " (use ", ToAbsl(allowed), ")"));
+                                            " (use ", ToAbsl(allowed), ")"),
+                               allowed);
 }
 
 // Reads an optional field of `object` with the expected JSON type; InvalidArgument naming it
@@ -200,10 +231,19 @@ class KnowledgeApi final : public BlockingApi {
            path == kEmbeddingsPath || path == "/embeddings";
   }
 
+  Access AccessFor(std::string_view path) const override {
+    return path == kEmbeddingsPath || path == "/embeddings" ? Access::kData : Access::kAdmin;
+  }
+
   absl::StatusOr<Reply> Handle(std::string_view method, std::string_view path,
                                std::string_view body) override {
+    // A wrong method is the request's fault whatever the state of the stores: answer it first.
+    if (const std::string_view allowed = AllowedMethods(path);
+        !allowed.empty() && !MethodAllowed(method, allowed)) {
+      return WrongMethod(method, path);
+    }
     if (path == kEmbeddingsPath || path == "/embeddings") {
-      if (method != "POST") return WrongMethod(method, path, "POST");
+      if (method != "POST") return WrongMethod(method, path);
       AILB_ASSIGN_OR_RETURN(json request, llm::ParseJsonObject(body));
       return Embeddings(request);
     }
@@ -243,7 +283,7 @@ class KnowledgeApi final : public BlockingApi {
         for (const rag::CollectionInfo& info : list) data.push_back(CollectionJson(info));
         return JsonReply(200, {{"object", "list"}, {"data", std::move(data)}});
       }
-      if (method != "POST") return WrongMethod(method, path, "GET or POST");
+      if (method != "POST") return WrongMethod(method, path);
       AILB_ASSIGN_OR_RETURN(json request, llm::ParseJsonObject(body));
       AILB_ASSIGN_OR_RETURN(rag::CollectionSpec spec, ParseCollectionSpec(request));
       AILB_ASSIGN_OR_RETURN(rag::CollectionInfo info, rag->CreateCollection(spec));
@@ -255,13 +295,13 @@ class KnowledgeApi final : public BlockingApi {
         AILB_ASSIGN_OR_RETURN(rag::CollectionInfo info, rag->GetCollection(name));
         return JsonReply(200, CollectionJson(info));
       }
-      if (method != "DELETE") return WrongMethod(method, path, "GET or DELETE");
+      if (method != "DELETE") return WrongMethod(method, path);
       AILB_RETURN_IF_ERROR(rag->DeleteCollection(name));
       return JsonReply(200,
                        {{"object", "rag.collection.deleted"}, {"name", name}, {"deleted", true}});
     }
     if (parts[1] == "documents" && parts.size() == 2) {
-      if (method != "POST") return WrongMethod(method, path, "POST");
+      if (method != "POST") return WrongMethod(method, path);
       AILB_ASSIGN_OR_RETURN(json request, llm::ParseJsonObject(body));
       AILB_ASSIGN_OR_RETURN(std::vector<rag::DocumentInput> documents, ParseDocuments(request));
       AILB_ASSIGN_OR_RETURN(rag::UpsertResult result,
@@ -272,7 +312,7 @@ class KnowledgeApi final : public BlockingApi {
                              {"chunks", result.chunks}});
     }
     if (parts[1] == "documents" && parts.size() >= 3) {
-      if (method != "DELETE") return WrongMethod(method, path, "DELETE");
+      if (method != "DELETE") return WrongMethod(method, path);
       // Ids may hold '/': everything after documents/ is the id.
       std::string id = parts[2];
       for (size_t i = 3; i < parts.size(); ++i) absl::StrAppend(&id, "/", parts[i]);
@@ -283,7 +323,7 @@ class KnowledgeApi final : public BlockingApi {
                              {"deleted", true}});
     }
     if (parts[1] == "query" && parts.size() == 2) {
-      if (method != "POST") return WrongMethod(method, path, "POST");
+      if (method != "POST") return WrongMethod(method, path);
       AILB_ASSIGN_OR_RETURN(json request, llm::ParseJsonObject(body));
       AILB_ASSIGN_OR_RETURN(rag::QueryRequest query, ParseQuery(request));
       AILB_ASSIGN_OR_RETURN(std::vector<rag::QueryHit> hits, rag->Query(name, query));
@@ -320,7 +360,7 @@ class KnowledgeApi final : public BlockingApi {
       history["object"] = "session";
       return JsonReply(200, history);
     }
-    if (method != "DELETE") return WrongMethod(method, path, "GET or DELETE");
+    if (method != "DELETE") return WrongMethod(method, path);
     AILB_RETURN_IF_ERROR(deps_.memory->Forget(session_id));
     return JsonReply(
         200, {{"object", "session.deleted"}, {"session_id", session_id}, {"deleted", true}});

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -325,6 +326,49 @@ TEST(ConfigEnvTest, ApiKeysAreCheckedWithoutEchoingThem) {
   EXPECT_THAT(error, HasSubstr("AILB_API_KEYS[1]: must be at least 8 characters"));
   EXPECT_THAT(error, Not(HasSubstr("short7x")));
   EXPECT_THAT(error, Not(HasSubstr("long-enough-key")));
+}
+
+TEST(ConfigEnvTest, Sha256KeysMustHoldSixtyFourHexDigits) {
+  const std::string digest(64, 'a');  // any case is accepted
+  const std::string upper_digest =
+      "FB49157739821ED70A91AAD386F3819AEBE5C32367ADF36ED74820F5B1C118E7";
+  absl::StatusOr<Config> valid =
+      Load({{"AILB_API_KEYS",
+             absl::StrCat("sha256:", digest, ",sha256:", upper_digest, ",plain-key-123")}});
+  ASSERT_TRUE(valid.ok()) << valid.status();
+
+  const std::string short_digest = absl::StrCat("sha256:", std::string(63, 'b'));
+  const std::string long_digest = absl::StrCat("sha256:", std::string(65, 'c'));
+  const std::string not_hex = absl::StrCat("sha256:", std::string(63, 'd'), "g");
+  std::string error =
+      ErrorOf(Load({{"AILB_API_KEYS", absl::StrCat("plain-key-123,", short_digest, ",", long_digest,
+                                                   ",", not_hex)}}));
+  EXPECT_THAT(error, Not(HasSubstr("AILB_API_KEYS[0]")));
+  EXPECT_THAT(error, HasSubstr("AILB_API_KEYS[1]: a \"sha256:\" key must be followed by exactly 64 "
+                               "hex digits (the SHA-256 of the key), got 63 character(s)"));
+  EXPECT_THAT(error, HasSubstr("AILB_API_KEYS[2]: a \"sha256:\" key must be followed by exactly 64 "
+                               "hex digits (the SHA-256 of the key), got 65 character(s)"));
+  EXPECT_THAT(error, HasSubstr("AILB_API_KEYS[3]: a \"sha256:\" key must be followed by exactly 64 "
+                               "hex digits (the SHA-256 of the key), got 64 character(s) "
+                               "including non-hex ones"));
+  // Never the key, nor its digest.
+  EXPECT_THAT(error, Not(HasSubstr(std::string(63, 'b'))));
+  EXPECT_THAT(error, Not(HasSubstr(std::string(65, 'c'))));
+  EXPECT_THAT(error, Not(HasSubstr("plain-key-123")));
+}
+
+TEST(ValidateTest, Sha256AdminKeyMustHoldSixtyFourHexDigits) {
+  Config config;
+  config.admin_key = absl::StrCat("sha256:", std::string(64, 'e'));
+  EXPECT_THAT(Validate(config), IsEmpty());
+  config.admin_key = "plain-admin-key";
+  EXPECT_THAT(Validate(config), IsEmpty());
+  config.admin_key = "sha256:feedface";
+  const std::vector<std::string> problems = Validate(config);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_THAT(problems[0], HasSubstr("admin_key: a \"sha256:\" key must be followed by exactly 64 "
+                                     "hex digits"));
+  EXPECT_THAT(problems[0], Not(HasSubstr("feedface")));
 }
 
 TEST(ConfigEnvTest, SecretsNeverAppearInErrors) {

@@ -27,8 +27,10 @@
 #include "ailb/config/config.h"
 #include "ailb/gateway/response_sink.h"
 #include "ailb/llm/chat.h"
+#include "ailb/router/aliases.h"
 #include "ailb/router/health.h"
 #include "ailb/router/router.h"
+#include "ailb/router/usage_limiter.h"
 #include "ailb/upstream/http_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -1068,6 +1070,150 @@ TEST_F(GatewayTest, EveryDeploymentCoolingDownIs503WithRetryAfter) {
   EXPECT_EQ(client_.transfer_count(), 0u);
 }
 
+// --- Deployment rpm/tpm -----------------------------------------------------------------------
+
+// The gateway over a router that enforces deployments' rpm/tpm.
+class GatewayUsageTest : public GatewayTest {
+ protected:
+  std::function<void()> SendLimited(std::string_view body,
+                                    const std::shared_ptr<RecordingSink>& sink) {
+    absl::StatusOr<llm::ChatRequest> request = llm::ParseChatRequest(body);
+    EXPECT_TRUE(request.ok()) << request.status();
+    RequestContext context;
+    context.request_id = absl::StrCat("req-", ++requests_);
+    context.client_address = "127.0.0.1";
+    context.received_at = clock_.Now();
+    return limited_.HandleChat(*std::move(request), std::move(context), sink);
+  }
+  static config::Deployment Limited(const std::string& id, const std::string& model, int priority,
+                                    int64_t rpm, int64_t tpm = 0) {
+    config::Deployment d = Dep(id, model, priority);
+    d.rpm = rpm;
+    d.tpm = tpm;
+    return d;
+  }
+  std::string UrlOf(size_t transfer) const { return client_.request(transfer).url; }
+
+  router::UsageLimiter usage_{clock_};
+  router::Router limited_router_{health_, random_, nullptr, &usage_};
+  Gateway limited_{store_, limited_router_, health_, client_, clock_, random_, inflight_};
+};
+
+TEST_F(GatewayUsageTest, DeploymentAtItsRpmIsSkippedUntilTheWindowPasses) {
+  UseConfig({Limited("dep-a", "gpt", 0, /*rpm=*/1), Dep("dep-b", "gpt", 1)});
+  auto first = std::make_shared<RecordingSink>();
+  SendLimited(kChat, first);
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 1u);
+  EXPECT_EQ(UrlOf(0), "http://dep-a.test/v1/chat/completions");
+  client_.Reply(0, 200, Completion());
+  EXPECT_EQ(first->OnlyJson().http_status, 200);
+
+  auto second = std::make_shared<RecordingSink>();
+  SendLimited(kChat, second);
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_EQ(UrlOf(1), "http://dep-b.test/v1/chat/completions") << "dep-a used its 1 rpm";
+  client_.Reply(1, 200, Completion());
+  EXPECT_EQ(second->OnlyJson().http_status, 200);
+
+  clock_.Advance(std::chrono::seconds(61));
+  auto third = std::make_shared<RecordingSink>();
+  SendLimited(kChat, third);
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 3u);
+  EXPECT_EQ(UrlOf(2), "http://dep-a.test/v1/chat/completions");
+  client_.Reply(2, 200, Completion());
+}
+
+TEST_F(GatewayUsageTest, EveryDeploymentAtItsLimitIs429WithRetryAfter) {
+  UseConfig({Limited("dep-a", "gpt", 0, /*rpm=*/1), Limited("dep-b", "gpt", 1, /*rpm=*/1)});
+  for (size_t i = 0; i < 2; ++i) {
+    auto sink = std::make_shared<RecordingSink>();
+    SendLimited(kChat, sink);
+    client_.RunPending();
+    client_.Reply(i, 200, Completion());
+    EXPECT_EQ(sink->OnlyJson().http_status, 200);
+  }
+  clock_.Advance(std::chrono::seconds(30));
+  auto refused = std::make_shared<RecordingSink>();
+  SendLimited(kChat, refused);
+  client_.RunPending();
+  EXPECT_EQ(client_.transfer_count(), 2u) << "no upstream request for a refused one";
+  const RecordingSink::JsonReply reply = refused->OnlyJson();
+  EXPECT_EQ(reply.http_status, 429);
+  EXPECT_EQ(HeaderOf(reply.headers, "Retry-After"), "31");  // 60.1 s after the first, rounded up
+  const json error = json::parse(reply.body)["error"];
+  EXPECT_EQ(error["type"], "rate_limit_error");
+  EXPECT_EQ(error["code"], "rate_limit_exceeded");
+}
+
+TEST_F(GatewayUsageTest, UsageIsCountedAtDispatchNotAtPlanning) {
+  UseConfig({Limited("dep-a", "gpt", 0, /*rpm=*/1), Dep("dep-b", "gpt", 1)});
+  // Both requests are planned [dep-a, dep-b] before either is dispatched.
+  auto first = std::make_shared<RecordingSink>();
+  auto second = std::make_shared<RecordingSink>();
+  SendLimited(kChat, first);
+  SendLimited(kChat, second);
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_EQ(UrlOf(0), "http://dep-a.test/v1/chat/completions");
+  EXPECT_EQ(UrlOf(1), "http://dep-b.test/v1/chat/completions")
+      << "dep-a reached its rpm when the first request was dispatched";
+  EXPECT_EQ(usage_.InWindow("dep-a").requests, 1);
+  EXPECT_EQ(usage_.InWindow("dep-b").requests, 1);
+  client_.Reply(0, 200, Completion());
+  client_.Reply(1, 200, Completion());
+  EXPECT_EQ(HeaderOf(second->OnlyJson().headers, "x-ailb-attempts"), "1");
+}
+
+TEST_F(GatewayUsageTest, OnlyDeploymentReachingItsLimitAtDispatchIs429) {
+  UseConfig({Limited("dep-a", "gpt", 0, /*rpm=*/1)});
+  auto first = std::make_shared<RecordingSink>();
+  auto second = std::make_shared<RecordingSink>();
+  SendLimited(kChat, first);
+  SendLimited(kChat, second);
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 1u);
+  const RecordingSink::JsonReply refused = second->OnlyJson();
+  EXPECT_EQ(refused.http_status, 429);
+  EXPECT_EQ(HeaderOf(refused.headers, "Retry-After"), "61");
+  client_.Reply(0, 200, Completion());
+  EXPECT_EQ(first->OnlyJson().http_status, 200);
+}
+
+TEST_F(GatewayUsageTest, TpmCountsTheTokensOfCompletedReplies) {
+  // Completion() reports 3 prompt + 1 completion tokens.
+  UseConfig({Limited("dep-a", "gpt", 0, /*rpm=*/0, /*tpm=*/4), Dep("dep-b", "gpt", 1)});
+  auto first = std::make_shared<RecordingSink>();
+  SendLimited(kChat, first);
+  client_.RunPending();
+  client_.Reply(0, 200, Completion());
+  EXPECT_EQ(usage_.InWindow("dep-a").tokens, 4);
+  auto second = std::make_shared<RecordingSink>();
+  SendLimited(kChat, second);
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_EQ(UrlOf(1), "http://dep-b.test/v1/chat/completions");
+  client_.Reply(1, 200, Completion());
+}
+
+TEST_F(GatewayUsageTest, AGroupAtItsLimitFallsBackToItsFallbacks) {
+  UseConfigWith({Limited("dep-a", "gpt", 0, /*rpm=*/1), Dep("c1", "claude")},
+                [](config::Config& c) { c.model_groups["gpt"].fallbacks = {"claude"}; });
+  auto first = std::make_shared<RecordingSink>();
+  SendLimited(kChat, first);
+  client_.RunPending();
+  client_.Reply(0, 200, Completion());
+  auto second = std::make_shared<RecordingSink>();
+  SendLimited(kChat, second);
+  client_.RunPending();
+  ASSERT_EQ(client_.transfer_count(), 2u);
+  EXPECT_EQ(UrlOf(1), "http://c1.test/v1/chat/completions");
+  client_.Reply(1, 200, Completion());
+  EXPECT_EQ(second->OnlyJson().http_status, 200);
+}
+
 // --- Preferred model and configuration snapshots ----------------------------------------------
 
 TEST_F(GatewayTest, PreferredModelIsUsedWhenItCanServe) {
@@ -1173,6 +1319,19 @@ TEST(SendErrorTest, WritesOpenAIErrorWithRetryAfterAndExtraHeaders) {
             json::parse(OpenAIErrorBody(ToHttpError(absl::UnavailableError("busy")))));
 }
 
+TEST(SendErrorTest, AMethodNotAllowedStatusSendsItsAllowHeader) {
+  RecordingSink sink;
+  SendError(sink, MethodNotAllowedError("use GET or POST", "GET, POST"));
+  const RecordingSink::JsonReply reply = sink.OnlyJson();
+  EXPECT_EQ(reply.http_status, 405);
+  EXPECT_THAT(reply.headers, ElementsAre(Pair("Allow", "GET, POST")));
+  EXPECT_EQ(json::parse(reply.body)["error"]["code"], "method_not_allowed");
+
+  RecordingSink explicit_allow;  // an Allow passed by the caller is not repeated
+  SendError(explicit_allow, MethodNotAllowedError("use POST", "POST"), {{"Allow", "POST"}});
+  EXPECT_THAT(explicit_allow.OnlyJson().headers, ElementsAre(Pair("Allow", "POST")));
+}
+
 TEST(SendErrorTest, NoRetryAfterWhenAbsent) {
   RecordingSink sink;
   SendError(sink, absl::InvalidArgumentError("bad"));
@@ -1210,6 +1369,35 @@ TEST_F(GatewayTest, ListOneModel) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ErrorCodeOf(missing.status()), "model_not_found");
   EXPECT_EQ(ErrorParamOf(missing.status()), "model");
+}
+
+TEST_F(GatewayTest, ListModelsIncludesRunTimeAliasesOnce) {
+  UseConfig({Dep("g1", "gpt"), Dep("c1", "claude")});
+  router::ModelAliases aliases;
+  aliases.Set("gpt-latest", "gpt");
+  aliases.Set("claude", "gpt");      // shadows a configured name: listed once
+  aliases.Set("orphan", "removed");  // its target group is no longer configured
+  aliases.Set("a-first", "claude");
+  GatewayHooks hooks;
+  hooks.aliases = &aliases;
+  Gateway gateway(store_, router_, health_, client_, clock_, random_, inflight_, hooks);
+
+  absl::StatusOr<json> models = gateway.ListModels(std::nullopt);
+  ASSERT_TRUE(models.ok()) << models.status();
+  std::vector<std::string> ids;
+  for (const json& entry : (*models)["data"]) {
+    ids.push_back(entry["id"].get<std::string>());
+    EXPECT_EQ(entry["object"], "model");
+    EXPECT_EQ(entry["owned_by"], "ailb");
+    EXPECT_TRUE(entry["created"].is_number_integer());
+  }
+  EXPECT_THAT(ids, ElementsAre("gpt", "claude", "a-first", "gpt-latest"));
+
+  absl::StatusOr<json> alias = gateway.ListModels(std::string("gpt-latest"));
+  ASSERT_TRUE(alias.ok()) << alias.status();
+  EXPECT_EQ((*alias)["id"], "gpt-latest");
+  EXPECT_EQ((*alias)["object"], "model");
+  EXPECT_FALSE(gateway.ListModels(std::string("orphan")).ok());
 }
 
 TEST_F(GatewayTest, ListModelsEmptyConfig) {
@@ -1614,6 +1802,138 @@ TEST_F(GatewayTest, HedgeAfterP95WaitsForSamplesThenUsesThem) {
   EXPECT_LE(waits[0], milliseconds(400));
   client_.Reply(2, 200, Completion());
   EXPECT_EQ(sink->OnlyJson().http_status, 200);
+}
+
+// --- API keys --------------------------------------------------------------------------------
+
+class GatewayKeysTest : public GatewayTest {
+ protected:
+  void SetUp() override {
+    GatewayTest::SetUp();
+    auth::KeyLimits limits;
+    limits.models = {"gpt"};
+    limits.tokens_per_day = 10;
+    limits.cost_usd_per_day = 1.0;
+    keys_->SetConfigured({{"sk-team-key-0123", "team", limits}}, "");
+    who_ = *keys_->Authenticate("sk-team-key-0123");
+    auto deployment = Dep("priced", "gpt");
+    deployment.input_cost_per_token = 0.01;
+    deployment.output_cost_per_token = 0.02;
+    UseConfig({deployment, Dep("other", "other")});
+  }
+
+  std::function<void()> SendAs(std::string_view body, const std::shared_ptr<RecordingSink>& sink) {
+    absl::StatusOr<llm::ChatRequest> request = llm::ParseChatRequest(body);
+    EXPECT_TRUE(request.ok()) << request.status();
+    RequestContext context;
+    context.request_id = "key-req";
+    context.principal = who_;
+    context.received_at = clock_.Now();
+    return keyed_gateway_.HandleChat(*std::move(request), std::move(context), sink);
+  }
+
+  metrics::Registry registry_;
+  metrics::RequestMetrics request_metrics_{registry_, clock_};
+  std::unique_ptr<auth::KeyStore> keys_ = *auth::KeyStore::Open("", clock_);
+  auth::Principal who_;
+  Gateway keyed_gateway_{
+      store_,
+      router_,
+      health_,
+      client_,
+      clock_,
+      random_,
+      inflight_,
+      GatewayHooks{&request_metrics_, nullptr, nullptr, nullptr, nullptr, nullptr, keys_.get()}};
+};
+
+TEST_F(GatewayKeysTest, ModelOutsideTheAllowListIsRefusedBeforeAnyAttempt) {
+  auto sink = std::make_shared<RecordingSink>();
+  SendAs(R"({"model":"other","messages":[{"role":"user","content":"hi"}]})", sink);
+  client_.RunPending();
+  EXPECT_EQ(client_.transfer_count(), 0u);
+  const RecordingSink::JsonReply reply = sink->OnlyJson();
+  EXPECT_EQ(reply.http_status, 403);
+  EXPECT_EQ(json::parse(reply.body)["error"]["code"], "model_not_allowed");
+  // Refusals are counted like any failed request.
+  EXPECT_THAT(registry_.RenderPrometheus(),
+              HasSubstr(R"(model="other",provider="none",status_code="403"} 1)"));
+}
+
+TEST_F(GatewayKeysTest, RealUsageIsSettledAndTheBudgetThenRefuses) {
+  auto sink = std::make_shared<RecordingSink>();
+  SendAs(kChat, sink);
+  client_.RunPending();
+  // In flight: the request's estimate is reserved.
+  EXPECT_EQ(keys_->Get(who_.key_id)->in_flight, 1);
+  client_.Reply(0, 200, Completion(), {{"Content-Type", "application/json"}});
+  ASSERT_EQ(sink->OnlyJson().http_status, 200);
+  absl::StatusOr<auth::KeyInfo> info = keys_->Get(who_.key_id);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->in_flight, 0);
+  EXPECT_EQ(info->usage_today.tokens, 4);  // 3 prompt + 1 completion
+  EXPECT_DOUBLE_EQ(info->usage_today.cost_usd, 3 * 0.01 + 1 * 0.02);
+  EXPECT_EQ(info->usage_today.requests, 1);
+
+  // Another 8 tokens pass 10; the next request is refused.
+  auto second = std::make_shared<RecordingSink>();
+  SendAs(kChat, second);
+  client_.RunPending();
+  client_.Reply(1, 200,
+                R"({"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,)"
+                R"("message":{"role":"assistant","content":"y"},"finish_reason":"stop"}],)"
+                R"("usage":{"prompt_tokens":4,"completion_tokens":4,"total_tokens":8}})",
+                {{"Content-Type", "application/json"}});
+  ASSERT_EQ(second->OnlyJson().http_status, 200);
+  auto third = std::make_shared<RecordingSink>();
+  SendAs(kChat, third);
+  client_.RunPending();
+  const RecordingSink::JsonReply refused = third->OnlyJson();
+  EXPECT_EQ(refused.http_status, 429);
+  EXPECT_EQ(json::parse(refused.body)["error"]["code"], "insufficient_quota");
+  EXPECT_FALSE(HeaderOf(refused.headers, "Retry-After").empty());
+  EXPECT_EQ(client_.transfer_count(), 2u);
+}
+
+TEST_F(GatewayKeysTest, AbandonedRequestReleasesItsReservation) {
+  auto sink = std::make_shared<RecordingSink>();
+  std::function<void()> cancel = SendAs(kChat, sink);
+  client_.RunPending();
+  EXPECT_EQ(keys_->Get(who_.key_id)->in_flight, 1);
+  cancel();
+  client_.RunPending();
+  EXPECT_EQ(keys_->Get(who_.key_id)->in_flight, 0);
+  EXPECT_EQ(keys_->Get(who_.key_id)->usage_today.tokens, 0);
+}
+
+TEST_F(GatewayKeysTest, MaxTokensSetsTheReservation) {
+  // The budget is 10 tokens. With max_tokens 2 the first request reserves the prompt estimate
+  // plus 2, which leaves room for a second; with max_tokens 50 it reserves more than the budget,
+  // so a second request waits for the first to settle.
+  constexpr std::string_view kSmall =
+      R"({"model":"gpt","max_tokens":2,"messages":[{"role":"user","content":"hi"}]})";
+  constexpr std::string_view kLarge =
+      R"({"model":"gpt","max_tokens":50,"messages":[{"role":"user","content":"hi"}]})";
+  auto first = std::make_shared<RecordingSink>();
+  auto second = std::make_shared<RecordingSink>();
+  SendAs(kSmall, first);
+  SendAs(kSmall, second);
+  client_.RunPending();
+  EXPECT_EQ(client_.transfer_count(), 2u);
+  EXPECT_EQ(keys_->Get(who_.key_id)->in_flight, 2);
+  client_.AbortAll();
+  client_.RunPending();
+
+  auto large = std::make_shared<RecordingSink>();
+  auto blocked = std::make_shared<RecordingSink>();
+  SendAs(kLarge, large);
+  SendAs(kSmall, blocked);
+  client_.RunPending();
+  EXPECT_EQ(blocked->OnlyJson().http_status, 429);
+  EXPECT_EQ(keys_->Get(who_.key_id)->in_flight, 1);
+  client_.Reply(2, 200, Completion(), {{"Content-Type", "application/json"}});
+  EXPECT_EQ(large->OnlyJson().http_status, 200);
+  EXPECT_EQ(keys_->Get(who_.key_id)->in_flight, 0);
 }
 
 }  // namespace

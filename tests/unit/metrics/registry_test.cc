@@ -138,6 +138,104 @@ TEST(RegistryTest, CollectFiltersByFamilyAndSampleName) {
   EXPECT_TRUE(registry.Collect({"nothing"}).empty());
 }
 
+TEST(RegistryTest, CallbackFamilyRendersEverySeriesUnderOneHelpAndType) {
+  Registry registry;
+  double healthy = 0;
+  registry.AddCallbackFamily("deployment_state", "State: 0 ok,\nhelp \\ escaped",
+                             MetricType::kGauge, [&healthy] {
+                               // Labels in any order; values read at collection time.
+                               return std::vector<LabelledValue>{
+                                   {{{"model_id", "b"}, {"api_base", "http://b"}}, 2},
+                                   {{{"api_base", "http://a"}, {"model_id", "a"}}, healthy},
+                                   {{{"model_id", "q\"b\\s\nn"}, {"api_base", ""}}, 1.5},
+                               };
+                             });
+  healthy = 1;
+  const std::string text = registry.RenderPrometheus();
+  EXPECT_THAT(text, HasSubstr("# HELP deployment_state State: 0 ok,\\nhelp \\\\ escaped\n"
+                              "# TYPE deployment_state gauge\n"
+                              "deployment_state{api_base=\"\",model_id=\"q\\\"b\\\\s\\nn\"} 1.5\n"
+                              "deployment_state{api_base=\"http://a\",model_id=\"a\"} 1\n"
+                              "deployment_state{api_base=\"http://b\",model_id=\"b\"} 2\n"));
+  // HELP and TYPE appear once.
+  size_t type_lines = 0;
+  for (size_t at = text.find("# TYPE deployment_state"); at != std::string::npos;
+       at = text.find("# TYPE deployment_state", at + 1)) {
+    ++type_lines;
+  }
+  EXPECT_EQ(type_lines, 1u);
+  healthy = 0;
+  EXPECT_THAT(registry.RenderPrometheus(),
+              HasSubstr("deployment_state{api_base=\"http://a\",model_id=\"a\"} 0\n"));
+}
+
+TEST(RegistryTest, CallbackCountersAreTypedAsCounters) {
+  Registry registry;
+  registry.AddCallbackCounter("cpu_seconds_total", "CPU", {}, [] { return 12.5; });
+  registry.AddCallbackGauge("open_streams", "Streams", {}, [] { return 3.0; });
+  registry.AddCallbackFamily("cooled_down_total", "Cooldowns", MetricType::kCounter, [] {
+    return std::vector<LabelledValue>{{{{"model_id", "a"}}, 4}, {{{"model_id", "b"}}, 0}};
+  });
+  const std::string text = registry.RenderPrometheus();
+  EXPECT_THAT(text, HasSubstr("# HELP cpu_seconds_total CPU\n"
+                              "# TYPE cpu_seconds_total counter\n"
+                              "cpu_seconds_total 12.5\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE open_streams gauge\nopen_streams 3\n"));
+  EXPECT_THAT(text, HasSubstr("# HELP cooled_down_total Cooldowns\n"
+                              "# TYPE cooled_down_total counter\n"
+                              "cooled_down_total{model_id=\"a\"} 4\n"
+                              "cooled_down_total{model_id=\"b\"} 0\n"));
+}
+
+TEST(RegistryTest, CallbackFamiliesAreCollectedWithSortedLabels) {
+  Registry registry;
+  int calls = 0;
+  registry.AddCallbackFamily("cooled_down_total", "Cooldowns", MetricType::kCounter, [&calls] {
+    ++calls;
+    return std::vector<LabelledValue>{{{{"z", "1"}, {"model_id", "a"}}, 4},
+                                      {{{"model_id", "b"}, {"z", "1"}}, 7}};
+  });
+  registry.AddCallbackFamily("state", "State", MetricType::kGauge,
+                             [] { return std::vector<LabelledValue>{}; });
+  registry.GetGauge("other", "Other").Set(1);
+
+  const std::vector<Sample> all = registry.Collect();
+  EXPECT_DOUBLE_EQ(ValueOf(all, "cooled_down_total", {{"model_id", "a"}, {"z", "1"}}), 4);
+  EXPECT_DOUBLE_EQ(ValueOf(all, "cooled_down_total", {{"model_id", "b"}, {"z", "1"}}), 7);
+  EXPECT_EQ(all.size(), 3u);  // the two series and the gauge (the empty family has none)
+  EXPECT_EQ(calls, 1);
+  EXPECT_THAT(Names(registry.Collect({"cooled_down_total"})),
+              ElementsAre("cooled_down_total", "cooled_down_total"));
+  // A counter is also found under its name without _total (as client libraries name it).
+  EXPECT_EQ(registry.Collect({"cooled_down"}).size(), 2u);
+  EXPECT_EQ(registry.Collect({"other"}).size(), 1u);
+  EXPECT_EQ(calls, 3);  // a family filtered out is not read
+  EXPECT_TRUE(registry.Collect({"state"}).empty());
+  EXPECT_TRUE(registry.Collect({"oth"}).empty());
+  // An empty family still renders its HELP and TYPE (a valid, empty family).
+  EXPECT_THAT(registry.RenderPrometheus(),
+              ::testing::EndsWith("# HELP state State\n# TYPE state gauge\n"));
+}
+
+TEST(RegistryTest, CallbackFamilyDoesNotTakeANameInUse) {
+  Registry registry;
+  registry.GetCounter("requests_total", "Requests").Increment(2);
+  registry.AddCallbackFamily("requests_total", "Replaced?", MetricType::kGauge, [] {
+    return std::vector<LabelledValue>{{{{"a", "b"}}, 9}};
+  });
+  EXPECT_THAT(registry.RenderPrometheus(), HasSubstr("# HELP requests_total Requests\n"
+                                                     "# TYPE requests_total counter\n"
+                                                     "requests_total 2\n"));
+  // Registering a family again replaces its collector.
+  registry.AddCallbackFamily("f", "F", MetricType::kGauge, [] {
+    return std::vector<LabelledValue>{{{}, 1}};
+  });
+  registry.AddCallbackFamily("f", "F2", MetricType::kGauge, [] {
+    return std::vector<LabelledValue>{{{}, 2}};
+  });
+  EXPECT_THAT(registry.RenderPrometheus(), HasSubstr("# HELP f F2\n# TYPE f gauge\nf 2\n"));
+}
+
 class RequestMetricsTest : public ::testing::Test {
  protected:
   RequestRecord Record(int status, double seconds = 0.2) {
@@ -173,21 +271,27 @@ TEST_F(RequestMetricsTest, CountsRequestsByOutcome) {
   Serve(200);
   Serve(500);
   Serve(429);
+  // The names LiteLLM registers find the counters it exposes with a _total suffix.
   const std::vector<Sample> samples = registry_.Collect(
       {"litellm_proxy_total_requests_metric", "litellm_proxy_failed_requests_metric"});
-  EXPECT_DOUBLE_EQ(ValueOf(samples, "litellm_proxy_total_requests_metric", RouteLabels("200")), 2);
-  EXPECT_DOUBLE_EQ(ValueOf(samples, "litellm_proxy_total_requests_metric", RouteLabels("500")), 1);
-  EXPECT_DOUBLE_EQ(ValueOf(samples, "litellm_proxy_total_requests_metric", RouteLabels("429")), 1);
-  EXPECT_DOUBLE_EQ(ValueOf(samples, "litellm_proxy_failed_requests_metric", RouteLabels("500")), 1);
-  EXPECT_DOUBLE_EQ(ValueOf(samples, "litellm_proxy_failed_requests_metric", RouteLabels("429")), 1);
+  EXPECT_DOUBLE_EQ(
+      ValueOf(samples, "litellm_proxy_total_requests_metric_total", RouteLabels("200")), 2);
+  EXPECT_DOUBLE_EQ(
+      ValueOf(samples, "litellm_proxy_total_requests_metric_total", RouteLabels("500")), 1);
+  EXPECT_DOUBLE_EQ(
+      ValueOf(samples, "litellm_proxy_total_requests_metric_total", RouteLabels("429")), 1);
+  EXPECT_DOUBLE_EQ(
+      ValueOf(samples, "litellm_proxy_failed_requests_metric_total", RouteLabels("500")), 1);
+  EXPECT_DOUBLE_EQ(
+      ValueOf(samples, "litellm_proxy_failed_requests_metric_total", RouteLabels("429")), 1);
   // Successes are not failures.
   for (const Sample& s : samples) {
-    if (s.name == "litellm_proxy_failed_requests_metric") {
+    if (s.name == "litellm_proxy_failed_requests_metric_total") {
       EXPECT_NE(s.labels, RouteLabels("200"));
     }
   }
   EXPECT_THAT(registry_.RenderPrometheus(),
-              HasSubstr("litellm_proxy_total_requests_metric{deployment=\"gpt-east\","
+              HasSubstr("litellm_proxy_total_requests_metric_total{deployment=\"gpt-east\","
                         "model=\"gpt\",provider=\"openai\",status_code=\"200\"} 2\n"));
 
   const StatsWindow stats = metrics_.Stats();
@@ -217,8 +321,8 @@ TEST_F(RequestMetricsTest, StatsWindowPercentilesAndReset) {
   EXPECT_EQ(stats.avg_latency_ms, 0);
   EXPECT_EQ(stats.since, clock_.WallNow());
   // The Prometheus counters are cumulative and unaffected by the reset.
-  EXPECT_DOUBLE_EQ(ValueOf(registry_.Collect({"litellm_proxy_total_requests_metric"}),
-                           "litellm_proxy_total_requests_metric", RouteLabels("200")),
+  EXPECT_DOUBLE_EQ(ValueOf(registry_.Collect({"litellm_proxy_total_requests_metric_total"}),
+                           "litellm_proxy_total_requests_metric_total", RouteLabels("200")),
                    100);
   Serve(200, 3);  // (2.5, 5] s
   stats = metrics_.Stats();
@@ -239,6 +343,36 @@ TEST_F(RequestMetricsTest, RequestsPerMinuteForgetsOldRequests) {
   EXPECT_EQ(metrics_.RequestsPerMinute(), 2);
   clock_.Advance(std::chrono::seconds(61));
   EXPECT_EQ(metrics_.RequestsPerMinute(), 0);
+}
+
+TEST_F(RequestMetricsTest, CountsSuccessfulFallbacksByRequestedAndServingGroup) {
+  auto serve = [this](int status, int fallbacks, const std::string& served_group) {
+    RequestRecord r = Record(status);
+    r.fallbacks = fallbacks;
+    r.served_group = served_group;
+    metrics_.RequestStarted();
+    metrics_.RequestFinished(r);
+  };
+  serve(200, 1, "gpt-backup");
+  serve(200, 2, "gpt-backup");
+  serve(200, 1, "gpt-other");
+  serve(502, 1, "gpt-backup");  // the fallback failed too
+  serve(200, 0, "gpt");         // served by the requested group
+  serve(200, 0, "preferred");   // another group, but not by falling back (X-Preferred-Model)
+  serve(200, 1, "gpt");         // fell back and came back to the requested group
+  const std::vector<Sample> samples =
+      registry_.Collect({"litellm_deployment_successful_fallbacks_total"});
+  EXPECT_DOUBLE_EQ(ValueOf(samples, "litellm_deployment_successful_fallbacks_total",
+                           {{"fallback_model", "gpt-backup"}, {"requested_model", "gpt"}}),
+                   2);
+  EXPECT_DOUBLE_EQ(ValueOf(samples, "litellm_deployment_successful_fallbacks_total",
+                           {{"fallback_model", "gpt-other"}, {"requested_model", "gpt"}}),
+                   1);
+  EXPECT_EQ(samples.size(), 2u);
+  EXPECT_THAT(registry_.RenderPrometheus(),
+              HasSubstr("# TYPE litellm_deployment_successful_fallbacks_total counter\n"
+                        "litellm_deployment_successful_fallbacks_total{fallback_model=\"gpt-"
+                        "backup\",requested_model=\"gpt\"} 2\n"));
 }
 
 TEST_F(RequestMetricsTest, InFlightReturnsToZero) {

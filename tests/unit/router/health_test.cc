@@ -338,6 +338,39 @@ TEST_F(HealthTrackerTest, StragglersOfOneBurstDoNotEscalateTheCooldown) {
   EXPECT_EQ(health_.Snapshot("a").cooldown_remaining, milliseconds(10000));
 }
 
+TEST_F(HealthTrackerTest, CountsEveryEntryIntoCooldown) {
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 0);
+  Fail("a");
+  Fail("a");
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 0);  // not tripped yet
+  Fail("a");
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 1);
+  // Stragglers failing while it cools down do not open it again.
+  Fail("a");
+  Fail("a");
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 1);
+  // A failed half-open probe is a second entry into cooldown.
+  clock_.Advance(milliseconds(5000));
+  ASSERT_EQ(health_.Snapshot("a").state, BreakerState::kHalfOpen);
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 1);  // half-open is not a new cooldown
+  Fail("a");
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 2);
+  // Recovery resets the escalation but not the count.
+  clock_.Advance(milliseconds(10000));
+  Succeed("a");
+  ASSERT_EQ(health_.Snapshot("a").state, BreakerState::kHealthy);
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 2);
+  health_.OnAttemptStart("a");
+  health_.OnFailure("a", WithRetryAfter(Http(429), 1));  // Retry-After trips at once
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 3);
+  // Failed active checks trip it too; other deployments keep their own count.
+  clock_.Advance(seconds(5));
+  for (int i = 0; i < 3; ++i) health_.OnHealthCheck("b", absl::UnavailableError("refused"));
+  EXPECT_EQ(health_.Snapshot("b").cooldowns, 1);
+  EXPECT_EQ(health_.Snapshot("a").cooldowns, 3);
+  EXPECT_EQ(health_.Snapshot("nobody").cooldowns, 0);
+}
+
 // --- Failure rate, ramp-back, first-byte percentiles, active checks -------------------------
 
 class HealthExtrasTest : public ::testing::Test {

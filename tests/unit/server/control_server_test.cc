@@ -180,6 +180,34 @@ TEST_F(ControlServerTest, AnotherInstanceIdIsNotFound) {
   EXPECT_EQ(core_.CallCount("HealthCheck"), 0) << "a deep check must not run for another id";
 }
 
+TEST_F(ControlServerTest, InstanceIdFollowsAReloadWithoutAGetStatus) {
+  marchproxy::GetStatusRequest status_request;
+  marchproxy::GetStatusResponse status_response;
+  ASSERT_TRUE(stub_->GetStatus(Context().get(), status_request, &status_response).ok());
+  EXPECT_EQ(status_response.instance().instance_id(), "ailb-test-1");
+
+  core_.SetInstanceId("ailb-renamed");  // e.g. a reload changed MODULE_ID
+  marchproxy::GetMetricsRequest metrics_request;
+  marchproxy::GetMetricsResponse metrics_response;
+  ASSERT_TRUE(stub_->GetMetrics(Context().get(), metrics_request, &metrics_response).ok());
+  EXPECT_EQ(metrics_response.metrics().instance_id(), "ailb-renamed");
+  marchproxy::GetStatsResponse stats_response;
+  ASSERT_TRUE(stub_->GetStats(Context().get(), {}, &stats_response).ok());
+  EXPECT_EQ(stats_response.stats().instance_id(), "ailb-renamed");
+
+  marchproxy::SetTrafficWeightRequest weight;
+  weight.set_version("v2");
+  weight.set_weight(10);
+  marchproxy::SetTrafficWeightResponse weight_response;
+  weight.set_instance_id("ailb-test-1");
+  EXPECT_EQ(stub_->SetTrafficWeight(Context().get(), weight, &weight_response).error_code(),
+            grpc::StatusCode::NOT_FOUND)
+      << "the old id is no longer this instance";
+  weight.set_instance_id("ailb-renamed");
+  EXPECT_TRUE(stub_->SetTrafficWeight(Context().get(), weight, &weight_response).ok());
+  EXPECT_EQ(core_.CallCount("Status"), 1) << "the id is read without a status report";
+}
+
 TEST_F(ControlServerTest, GetInstancesFiltersByTypeAndStatus) {
   auto instances = [this](marchproxy::ModuleType type, marchproxy::HealthStatus filter) {
     marchproxy::GetInstancesRequest request;
