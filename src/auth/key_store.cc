@@ -445,13 +445,24 @@ void KeyStore::Release(const std::string& key_id, const Estimate& reserved, int6
   Add(pending_[{key_id, entry.info.this_month}], spent);
 }
 
-KeyInfo KeyStore::Describe(const Entry& entry) const { return entry.info; }
+absl::StatusOr<const KeyStore::Entry*> KeyStore::FindCreated(std::string_view id,
+                                                             std::string_view instead) const {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) {
+    return absl::NotFoundError(absl::StrCat("no API key with id '", ToAbsl(id), "'"));
+  }
+  if (it->second.info.source != "admin") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("API key '", ToAbsl(id), "' comes from the configuration; ", ToAbsl(instead)));
+  }
+  return &it->second;
+}
 
 std::vector<KeyInfo> KeyStore::List() const {
   std::lock_guard lock(mu_);
   std::vector<KeyInfo> keys;
   keys.reserve(entries_.size());
-  for (const auto& [id, entry] : entries_) keys.push_back(Describe(entry));
+  for (const auto& [id, entry] : entries_) keys.push_back(entry.info);
   return keys;
 }
 
@@ -461,7 +472,7 @@ absl::StatusOr<KeyInfo> KeyStore::Get(std::string_view id) const {
   if (it == entries_.end()) {
     return absl::NotFoundError(absl::StrCat("no API key with id '", ToAbsl(id), "'"));
   }
-  return Describe(it->second);
+  return it->second.info;
 }
 
 absl::StatusOr<std::pair<KeyInfo, std::string>> KeyStore::Create(const std::string& name,
@@ -509,15 +520,8 @@ absl::StatusOr<KeyInfo> KeyStore::Update(std::string_view id, const std::string&
   std::string new_name;
   {
     std::lock_guard lock(mu_);
-    auto it = entries_.find(id);
-    if (it == entries_.end()) {
-      return absl::NotFoundError(absl::StrCat("no API key with id '", ToAbsl(id), "'"));
-    }
-    if (it->second.info.source != "admin") {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "API key '", ToAbsl(id), "' comes from the configuration; change its limits there"));
-    }
-    new_name = name.empty() ? it->second.info.name : name;
+    AILB_ASSIGN_OR_RETURN(const Entry* entry, FindCreated(id, "change its limits there"));
+    new_name = name.empty() ? entry->info.name : name;
   }
   {
     std::lock_guard db_lock(db_mu_);
@@ -536,20 +540,13 @@ absl::StatusOr<KeyInfo> KeyStore::Update(std::string_view id, const std::string&
   }
   it->second.info.name = new_name;
   it->second.info.limits = limits;
-  return Describe(it->second);
+  return it->second.info;
 }
 
 absl::Status KeyStore::Revoke(std::string_view id) {
   {
     std::lock_guard lock(mu_);
-    auto it = entries_.find(id);
-    if (it == entries_.end()) {
-      return absl::NotFoundError(absl::StrCat("no API key with id '", ToAbsl(id), "'"));
-    }
-    if (it->second.info.source != "admin") {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "API key '", ToAbsl(id), "' comes from the configuration; remove it there and reload"));
-    }
+    AILB_RETURN_IF_ERROR(FindCreated(id, "remove it there and reload").status());
   }
   {
     std::lock_guard db_lock(db_mu_);

@@ -112,6 +112,10 @@ TEST_F(AccessTest, KeysAreCheckedAndAdministeredByTheAdminOnly) {
   EXPECT_EQ(HttpCall("GET", ailb->Url("/v1/rag/collections"), "", Headers(kAdminKey)).status, 200);
   EXPECT_EQ(HttpCall("GET", ailb->Url("/v1/admin/keys"), "").status, 401);
 
+  HttpResult wrong_method = HttpCall("PUT", ailb->Url("/v1/admin/keys"), "{}", Headers(kAdminKey));
+  EXPECT_EQ(wrong_method.status, 405);
+  EXPECT_EQ(wrong_method.Header("allow"), "GET, POST");
+
   // Bad limits are refused with the field named.
   HttpResult bad =
       HttpCall("POST", ailb->Url("/v1/admin/keys"), R"({"rpm": -1})", Headers(kAdminKey));

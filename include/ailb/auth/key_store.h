@@ -179,7 +179,10 @@ class KeyStore {
   // Rolls the entry's day and month over when the UTC date moved on.
   void Roll(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Trim(Window& window, SteadyTime now) const;
-  KeyInfo Describe(const Entry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The created (not configured) key `id`: NotFound, or FailedPrecondition saying to do
+  // `instead` in the configuration.
+  absl::StatusOr<const Entry*> FindCreated(std::string_view id, std::string_view instead) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunFlusher(std::chrono::milliseconds interval);
 
   const Clock& clock_;

@@ -112,8 +112,9 @@ absl::Status ApplyFields(const json& body, std::string* name, auth::KeyLimits* l
 }
 
 absl::Status WrongMethod(std::string_view method, std::string_view path, std::string_view allowed) {
-  return MethodNotAllowedError(
-      absl::StrCat(ToAbsl(method), " is not allowed on ", ToAbsl(path), "; use ", ToAbsl(allowed)));
+  return MethodNotAllowedError(absl::StrCat(ToAbsl(method), " is not allowed on ", ToAbsl(path),
+                                            " (use ", ToAbsl(allowed), ")"),
+                               allowed);
 }
 
 class AdminApi final : public BlockingApi {
@@ -137,7 +138,7 @@ class AdminApi final : public BlockingApi {
         return Reply{200, llm::DumpJson(json{{"object", "list"}, {"data", std::move(data)}})};
       }
       if (method == "POST") return Create(body);
-      return WrongMethod(method, path, "GET or POST");
+      return WrongMethod(method, path, "GET, POST");
     }
     const std::string id = PercentDecode(path.substr(kKeysPath.size() + 1));
     if (method == "GET") {
@@ -157,7 +158,7 @@ class AdminApi final : public BlockingApi {
       AILB_RETURN_IF_ERROR(keys_->Revoke(id));
       return Reply{200, llm::DumpJson(json{{"id", id}, {"object", "api_key"}, {"deleted", true}})};
     }
-    return WrongMethod(method, path, "GET, PATCH or DELETE");
+    return WrongMethod(method, path, "GET, PATCH, DELETE");
   }
 
  private:
