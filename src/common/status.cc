@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <string>
+#include <string_view>
 
 #include "absl/strings/cord.h"
 #include "ailb/common/strings.h"
@@ -82,6 +83,18 @@ std::string TypeForHttpStatus(int http_status) {
   }
 }
 
+// Messages and params may quote client input (a role, a field name, a mode): bounded, so that a
+// request cannot make its error reply or log line as large as its body.
+constexpr size_t kMaxErrorMessageBytes = 2048;
+constexpr size_t kMaxErrorParamBytes = 256;
+
+std::string Clip(std::string_view text, size_t limit) {
+  if (text.size() <= limit) return std::string(text);
+  size_t cut = limit;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+  return std::string(text.substr(0, cut)) + "...";
+}
+
 }  // namespace
 
 absl::Status WithHttpStatus(absl::Status status, int http_status) {
@@ -138,8 +151,8 @@ HttpError ToHttpError(const absl::Status& status) {
   error.http_status = HttpStatusOverride(status).value_or(DefaultHttpStatus(status.code()));
   error.type = TypeForHttpStatus(error.http_status);
   error.code = ErrorCodeOf(status);
-  error.param = ErrorParamOf(status);
-  error.message = std::string(status.message());
+  error.param = Clip(ErrorParamOf(status), kMaxErrorParamBytes);
+  error.message = Clip(ToStd(status.message()), kMaxErrorMessageBytes);
   if (error.message.empty()) error.message = absl::StatusCodeToString(status.code());
   error.retry_after_seconds = RetryAfterOf(status);
   error.allow = AllowOf(status);

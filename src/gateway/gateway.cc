@@ -885,7 +885,7 @@ void ChatExchange::Record(int http_status, std::string_view outcome) {
                     .count()))
           : nlohmann::ordered_json(nullptr);
   line["bytes_sent"] = bytes_sent_;
-  if (http_status >= 400 && !last_error_.ok()) line["error"] = last_error_.message();
+  if (http_status >= 400 && !last_error_.ok()) line["error"] = ToHttpError(last_error_).message;
   LogAccess(line);
   if (gateway_.hooks_.metrics == nullptr) return;
   metrics::RequestRecord record;
@@ -922,13 +922,22 @@ void Gateway::RecordRefusal(std::string_view model, bool stream,
   line["status"] = http_status;
   line["outcome"] = "refused";
   line["error_code"] = ErrorCodeOf(status);
-  line["error"] = status.message();
+  line["error"] = ToHttpError(status).message;  // clipped: it may quote the client
   line["latency_ms"] = RoundMillis(
       std::chrono::duration<double, std::milli>(clock_.Now() - context.received_at).count());
   LogAccess(line);
   if (hooks_.metrics == nullptr) return;
   metrics::RequestRecord record;
   record.model = std::string(model);
+  // A client may name any model: one not served here would add series to every per-model metric
+  // without bound (each distinct name, however long, was a new label), so those share one label.
+  if (!record.model.empty()) {
+    const std::vector<std::string> names = config_.Current()->ModelNames();
+    if (std::find(names.begin(), names.end(), record.model) == names.end() &&
+        !(hooks_.aliases && hooks_.aliases->Resolve(record.model))) {
+      record.model = "unknown";
+    }
+  }
   record.http_status = http_status;
   record.stream = stream;
   record.total_seconds = std::chrono::duration<double>(clock_.Now() - context.received_at).count();

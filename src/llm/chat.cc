@@ -15,6 +15,8 @@ using nlohmann::json;
 constexpr std::array<std::string_view, 6> kRoles = {"system",    "user", "assistant",
                                                     "developer", "tool", "function"};
 constexpr size_t kMaxExtensionStringLength = kMaxSessionIdBytes;
+// As the admin API's allow-lists: a model name is echoed in errors and logs.
+constexpr size_t kMaxModelNameBytes = 256;
 
 bool IsRole(const std::string& role) {
   for (std::string_view known : kRoles) {
@@ -168,7 +170,9 @@ absl::StatusOr<json> ParseJsonObject(std::string_view text) {
                          "invalid_json");
   }
   json body = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
+  // nlohmann's lexer takes a NUL byte for the end of the input, so `{...}\0<anything>` would
+  // parse; a raw NUL is never valid JSON text (inside strings it must be escaped).
+  if (body.is_discarded() || text.find('\0') != std::string_view::npos) {
     return WithErrorCode(
         absl::InvalidArgumentError("the request body is not valid JSON (or not valid UTF-8)"),
         "invalid_json");
@@ -184,8 +188,11 @@ absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view text) {
 
   ChatRequest request;
   auto model = body.find("model");
-  if (model == body.end() || !model->is_string() || model->get_ref<const std::string&>().empty()) {
-    return InvalidFieldError("model", "'model' is required and must be a non-empty string");
+  if (model == body.end() || !model->is_string() || model->get_ref<const std::string&>().empty() ||
+      model->get_ref<const std::string&>().size() > kMaxModelNameBytes) {
+    return InvalidFieldError("model", absl::StrCat("'model' is required and must be a non-empty "
+                                                   "string of at most ",
+                                                   kMaxModelNameBytes, " bytes"));
   }
   request.model = model->get<std::string>();
 

@@ -1,13 +1,19 @@
 #include "ailb/server/http_server.h"
 
+#include <netinet/in.h>
 #include <pistache/endpoint.h>
 #include <pistache/http.h>
 #include <pistache/peer.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cctype>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <sstream>
 #include <thread>
 
@@ -21,6 +27,7 @@
 #include "ailb/common/strings.h"
 #include "ailb/llm/chat.h"
 #include "server/http/auth.h"
+#include "server/http/request_parser.h"
 #include "spdlog/spdlog.h"
 
 namespace ailb::server {
@@ -246,10 +253,16 @@ class Handler final : public Pistache::Http::Handler {
     }
   }
 
+  // Replaces Pistache's own hook (which installs the stock parser) to install the hardened one:
+  // hostile heads get 400/413/431 instead of a 500, a quadratic scan or no answer at all.
+  void onConnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) override {
+    peer->putData(ParserData, NewCheckedRequestParser(getMaxRequestSize(), kMaxHeadBytes));
+  }
+
   void onDisconnection(const std::shared_ptr<Pistache::Tcp::Peer>& peer) override {
     if (peer->tryGetData(kCountedKey)) shared_->open_connections.fetch_sub(1);
     if (std::shared_ptr<void> cancel = peer->tryGetData(kCancelKey)) {
-      (*std::static_pointer_cast<std::function<void()>>(cancel))();
+      if (auto& function = *std::static_pointer_cast<std::function<void()>>(cancel)) function();
     }
     Pistache::Http::Handler::onDisconnection(peer);
   }
@@ -505,7 +518,15 @@ class Handler final : public Pistache::Http::Handler {
     std::function<void()> cancel =
         shared_->gateway->HandleChat(*std::move(chat), std::move(context), sink);
     if (auto p = peer.lock()) {
-      p->putData(kCancelKey, std::make_shared<std::function<void()>>(std::move(cancel)));
+      // Pistache's peer data cannot be replaced (putData throws for a key that exists), so a
+      // kept-alive connection keeps one slot for the cancel function of its latest chat request.
+      // Only this reactor thread touches it, as onDisconnection does.
+      std::shared_ptr<void> slot = p->tryGetData(kCancelKey);
+      if (!slot) {
+        slot = std::make_shared<std::function<void()>>();
+        p->putData(kCancelKey, slot);
+      }
+      *std::static_pointer_cast<std::function<void()>>(slot) = std::move(cancel);
     }
   }
 
@@ -541,6 +562,38 @@ class PistacheHttpServer final : public HttpServer {
   std::atomic<bool> stopped_{false};
 };
 
+// Pistache 0.0.5 listens with a backlog of 128 whatever Options::backlog says: a burst of new
+// connections overflowed it and the kernel dropped SYNs, stalling those clients' connects for a
+// 1 s retransmit. listen() on a listening socket only changes its backlog (the kernel caps it at
+// net.core.somaxconn), so find the endpoint's socket and call it again.
+void RaiseAcceptBacklog(uint16_t port) {
+  constexpr int kAcceptBacklog = 4096;
+  std::error_code error;
+  for (std::filesystem::directory_iterator it("/proc/self/fd", error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    int fd = -1;
+    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc()) continue;
+    int listening = 0;
+    socklen_t length = sizeof(listening);
+    sockaddr_storage address{};
+    socklen_t address_length = sizeof(address);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) != 0 || listening == 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_length) != 0) {
+      continue;
+    }
+    uint16_t bound = 0;
+    if (address.ss_family == AF_INET) {
+      bound = ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+    } else if (address.ss_family == AF_INET6) {
+      bound = ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+    }
+    if (bound == port && listen(fd, kAcceptBacklog) != 0) {
+      spdlog::warn("cannot raise the HTTP accept backlog: {}", std::strerror(errno));
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
@@ -573,6 +626,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
     endpoint->init(server_options);
     endpoint->setHandler(std::make_shared<Handler>(shared));
     endpoint->serveThreaded();
+    RaiseAcceptBacklog(static_cast<uint16_t>(endpoint->getPort()));
     return std::make_unique<PistacheHttpServer>(std::move(shared), std::move(endpoint));
   } catch (const std::exception& e) {
     return absl::UnavailableError(

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
+#include "ailb/common/utf8.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -141,6 +142,21 @@ TEST(ToHttpErrorTest, InvalidFieldErrorCarriesParam) {
   EXPECT_EQ(error.param, "messages[0].role");
   EXPECT_EQ(error.code, "");
   EXPECT_EQ(error.message, "bad role");
+}
+
+TEST(ToHttpErrorTest, LongMessagesAndParamsAreClippedAtACharacterBoundary) {
+  std::string quoted;  // client input quoted into an error: 200,000 bytes of 'é'
+  for (int i = 0; i < 100'000; ++i) quoted += "\xc3\xa9";
+  const HttpError error = ToHttpError(InvalidFieldError(quoted, "bad role '" + quoted + "'"));
+  EXPECT_LE(error.message.size(), 2048u + 3);
+  EXPECT_GE(error.message.size(), 2000u);
+  EXPECT_EQ(error.message.substr(error.message.size() - 3), "...");
+  EXPECT_LE(error.param.size(), 256u + 3);
+  EXPECT_TRUE(IsValidUtf8(error.message));
+  EXPECT_TRUE(IsValidUtf8(error.param));
+  // At the limit nothing is cut.
+  EXPECT_EQ(ToHttpError(InvalidFieldError("p", std::string(2048, 'm'))).message,
+            std::string(2048, 'm'));
 }
 
 // --- Payload helpers --------------------------------------------------------------------------

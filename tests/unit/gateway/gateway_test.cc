@@ -1860,6 +1860,20 @@ TEST_F(GatewayKeysTest, ModelOutsideTheAllowListIsRefusedBeforeAnyAttempt) {
               HasSubstr(R"(model="other",provider="none",status_code="403"} 1)"));
 }
 
+TEST_F(GatewayKeysTest, RefusalsForModelsNotServedHereShareOneMetricLabel) {
+  // Any name a client sends used to become a label of every per-model metric.
+  for (const std::string& model :
+       {std::string("zz-made-up-1"), std::string("zz-made-up-2"), std::string(200, 'z')}) {
+    auto sink = std::make_shared<RecordingSink>();
+    SendAs(R"({"model":")" + model + R"(","messages":[{"role":"user","content":"hi"}]})", sink);
+    EXPECT_GE(sink->OnlyJson().http_status, 400);
+  }
+  const std::string metrics = registry_.RenderPrometheus();
+  EXPECT_EQ(metrics.find("zz"), std::string::npos);
+  EXPECT_THAT(metrics, HasSubstr(R"(litellm_proxy_total_requests_metric_total{deployment="none",)"
+                                 R"(model="unknown",provider="none",status_code=)"));
+}
+
 TEST_F(GatewayKeysTest, RealUsageIsSettledAndTheBudgetThenRefuses) {
   auto sink = std::make_shared<RecordingSink>();
   SendAs(kChat, sink);

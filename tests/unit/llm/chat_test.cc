@@ -155,6 +155,7 @@ std::vector<InvalidCase> InvalidCases() {
       {"MissingModel", With({{"model", nullptr}}), "model"},
       {"EmptyModel", With({{"model", ""}}), "model"},
       {"NumericModel", With({{"model", 4}}), "model"},
+      {"ModelNameTooLong", With({{"model", std::string(257, 'm')}}), "model"},
       {"MissingMessages", With({{"messages", nullptr}}), "messages"},
       {"EmptyMessages", With({{"messages", json::array()}}), "messages"},
       {"MessagesNotArray", With({{"messages", user}}), "messages"},
@@ -248,6 +249,33 @@ TEST(ParseChatRequestTest, InvalidJsonHasCodeInvalidJson) {
   absl::StatusOr<ChatRequest> request = ParseChatRequest("{\"model\":");
   ASSERT_FALSE(request.ok());
   EXPECT_EQ(ErrorCodeOf(request.status()), "invalid_json");
+}
+
+TEST(ParseChatRequestTest, ModelNameOf256BytesIsAccepted) {
+  absl::StatusOr<ChatRequest> request = ParseChatRequest(json{
+      {"model", std::string(256, 'm')},
+      {"messages",
+       json::array({{{"role", "user"}, {"content", "x"}}})}}.dump());
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->model.size(), 256u);
+}
+
+TEST(ParseChatRequestTest, RawNulByteIsInvalidJsonEvenAfterTheObject) {
+  const std::string valid = R"({"model":"m","messages":[{"role":"user","content":"x"}]})";
+  ASSERT_TRUE(ParseChatRequest(valid).ok());
+  // nlohmann stops at a NUL as if the input ended there: the trailing bytes must not be ignored.
+  const std::string nul(1, '\0');
+  for (const std::string& body :
+       {valid + nul, valid + nul + R"({"model":"other"})",
+        R"({"model":"m)" + nul + R"(","messages":[{"role":"user","content":"x"}]})"}) {
+    absl::StatusOr<ChatRequest> request = ParseChatRequest(body);
+    ASSERT_FALSE(request.ok()) << "accepted a body with a NUL byte";
+    EXPECT_EQ(ErrorCodeOf(request.status()), "invalid_json");
+    EXPECT_EQ(ToHttpError(request.status()).http_status, 400);
+  }
+  // An escaped NUL is an ordinary character.
+  EXPECT_TRUE(
+      ParseChatRequest(R"({"model":"m","messages":[{"role":"user","content":"a\u0000b"}]})").ok());
 }
 
 TEST(ParseChatRequestTest, BadRoleMessageQuotesTheRole) {
