@@ -157,39 +157,62 @@ Options ParseArgs(int argc, char** argv) {
       if (i + 1 >= argc) Die("missing value for %s", a.c_str());
       v = argv[++i];
     }
-    if (a == "--url") ParseUrl(v, o);
-    else if (a == "--label") o.label = v;
-    else if (a == "--port") o.port = atoi(v.c_str());
-    else if (a == "--conns") o.conns = atoi(v.c_str());
-    else if (a == "--max-conns") o.max_conns = atoi(v.c_str());
-    else if (a == "--duration") o.duration = atof(v.c_str());
-    else if (a == "--warmup") o.warmup = atof(v.c_str());
-    else if (a == "--rate") o.rate = atof(v.c_str());
-    else if (a == "--split-header") o.split_header = v;
-    else if (a == "--streams") o.streams = atoi(v.c_str());
-    else if (a == "--conc") o.conc = atoi(v.c_str());
-    else if (a == "--chunks") o.chunks = atoi(v.c_str());
-    else if (a == "--interval-ms") o.interval_ms = atoi(v.c_str());
-    else if (a == "--warmup-streams") o.warmup_streams = atoi(v.c_str());
-    else if (a == "--ramp") o.ramp = atof(v.c_str());
+    if (a == "--url")
+      ParseUrl(v, o);
+    else if (a == "--label")
+      o.label = v;
+    else if (a == "--port")
+      o.port = atoi(v.c_str());
+    else if (a == "--conns")
+      o.conns = atoi(v.c_str());
+    else if (a == "--max-conns")
+      o.max_conns = atoi(v.c_str());
+    else if (a == "--duration")
+      o.duration = atof(v.c_str());
+    else if (a == "--warmup")
+      o.warmup = atof(v.c_str());
+    else if (a == "--rate")
+      o.rate = atof(v.c_str());
+    else if (a == "--split-header")
+      o.split_header = v;
+    else if (a == "--streams")
+      o.streams = atoi(v.c_str());
+    else if (a == "--conc")
+      o.conc = atoi(v.c_str());
+    else if (a == "--chunks")
+      o.chunks = atoi(v.c_str());
+    else if (a == "--interval-ms")
+      o.interval_ms = atoi(v.c_str());
+    else if (a == "--warmup-streams")
+      o.warmup_streams = atoi(v.c_str());
+    else if (a == "--ramp")
+      o.ramp = atof(v.c_str());
     else if (a == "--rss-pid") {
       size_t start = 0;
       while (start <= v.size()) {
         size_t comma = v.find(',', start);
-        std::string item = v.substr(start, comma == std::string::npos ? std::string::npos
-                                                                       : comma - start);
+        std::string item =
+            v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
         if (!item.empty()) o.rss_pids.push_back(atoi(item.c_str()));
         if (comma == std::string::npos) break;
         start = comma + 1;
       }
-    } else if (a == "--runs") o.runs = atoi(v.c_str());
-    else if (a == "--idle-ms") o.idle_ms = atoi(v.c_str());
-    else if (a == "--log") o.log = v;
-    else if (a == "--body-bytes") o.body_bytes = atoi(v.c_str());
-    else if (a == "--model") o.model = v;
-    else if (a == "--extra") o.extra = v;
-    else if (a == "--unique-extra") o.unique_extra = v;
-    else if (a == "--unique-mod") o.unique_mod = atoi(v.c_str());
+    } else if (a == "--runs")
+      o.runs = atoi(v.c_str());
+    else if (a == "--idle-ms")
+      o.idle_ms = atoi(v.c_str());
+    else if (a == "--log")
+      o.log = v;
+    else if (a == "--body-bytes")
+      o.body_bytes = atoi(v.c_str());
+    else if (a == "--model")
+      o.model = v;
+    else if (a == "--extra")
+      o.extra = v;
+    else if (a == "--unique-extra")
+      o.unique_extra = v;
+    else if (a == "--unique-mod")
+      o.unique_mod = atoi(v.c_str());
     else if (a == "--content-file") {
       FILE* f = fopen(v.c_str(), "r");
       if (!f) Die("cannot read %s", v.c_str());
@@ -204,9 +227,10 @@ Options ParseArgs(int argc, char** argv) {
       }
       fclose(f);
       if (o.contents.empty()) Die("no lines in %s", v.c_str());
-    }
-    else if (a == "--header") o.headers.push_back(v);
-    else Die("unknown option %s", a.c_str());
+    } else if (a == "--header")
+      o.headers.push_back(v);
+    else
+      Die("unknown option %s", a.c_str());
   }
   return o;
 }
@@ -254,8 +278,10 @@ class Json {
       char b[64];
       snprintf(b, sizeof b, "%.6g", x);
       // %.6g may print 1.23457e+06: fine for JSON, but keep integers readable.
-      if (std::fabs(x) < 1e15 && x == std::floor(x)) snprintf(b, sizeof b, "%.0f", x);
-      else if (std::fabs(x) >= 1e5) snprintf(b, sizeof b, "%.1f", x);
+      if (std::fabs(x) < 1e15 && x == std::floor(x))
+        snprintf(b, sizeof b, "%.0f", x);
+      else if (std::fabs(x) >= 1e5)
+        snprintf(b, sizeof b, "%.1f", x);
       out_ += b;
     }
     return *this;
@@ -272,7 +298,10 @@ class Json {
     Num((p + "_mean_us").c_str(), s.MeanUs());
     return *this;
   }
-  void Print() { printf("{%s}\n", out_.c_str()); fflush(stdout); }
+  void Print() {
+    printf("{%s}\n", out_.c_str());
+    fflush(stdout);
+  }
 
  private:
   void Key(const char* k) {
@@ -353,8 +382,7 @@ std::string ChatBody(const Options& o, bool stream, const std::string& unique,
 }
 
 std::string HttpRequest(const Options& o, const std::string& body) {
-  std::string r = "POST " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" +
-                  std::to_string(o.port) +
+  std::string r = "POST " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" + std::to_string(o.port) +
                   "\r\nUser-Agent: ailb-bench-loadgen\r\nAccept: */*\r\n"
                   "Content-Type: application/json\r\nConnection: keep-alive\r\n";
   for (const std::string& h : o.headers) r += h + "\r\n";
@@ -504,8 +532,16 @@ class ResponseParser {
   }
 
  private:
-  enum class State { kHead, kBodyLen, kChunkSize, kChunkData, kChunkEnd, kTrailer, kUntilClose,
-                     kDoneState };
+  enum class State {
+    kHead,
+    kBodyLen,
+    kChunkSize,
+    kChunkData,
+    kChunkEnd,
+    kTrailer,
+    kUntilClose,
+    kDoneState
+  };
 
   static bool IEq(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
@@ -528,8 +564,8 @@ class ResponseParser {
     while (pos != std::string_view::npos && pos < head.size()) {
       pos += 2;
       size_t end = head.find("\r\n", pos);
-      std::string_view h = head.substr(pos, end == std::string_view::npos ? head.size() - pos
-                                                                          : end - pos);
+      std::string_view h =
+          head.substr(pos, end == std::string_view::npos ? head.size() - pos : end - pos);
       pos = end;
       size_t colon = h.find(':');
       if (colon == std::string_view::npos) continue;
@@ -542,8 +578,10 @@ class ResponseParser {
       } else if (IEq(name, "transfer-encoding")) {
         chunked = value.find("chunked") != std::string_view::npos;
       } else if (IEq(name, "connection")) {
-        if (IEq(value, "close")) close_ = true;
-        else if (IEq(value, "keep-alive")) close_ = false;
+        if (IEq(value, "close"))
+          close_ = true;
+        else if (IEq(value, "keep-alive"))
+          close_ = false;
       }
       if (!capture_.empty() && IEq(name, capture_)) captured_ = std::string(value);
     }
@@ -802,8 +840,10 @@ int RunMax(const Options& o) {
           in_window = done >= measure_from && done < measure_to;
           if (in_window) {
             ++completed;
-            if (c.parser.status() < 200 || c.parser.status() > 299) ++non2xx;
-            else latency.Add(done - c.sent);
+            if (c.parser.status() < 200 || c.parser.status() > 299)
+              ++non2xx;
+            else
+              latency.Add(done - c.sent);
           }
           if (c.parser.close() || o.close_each) {
             loop.Close(c);
@@ -815,7 +855,7 @@ int RunMax(const Options& o) {
           break;
         case Outcome::kConnectFailed:
         case Outcome::kError:
-        failed: {
+        failed : {
           int64_t now = NowNs();
           if (now >= measure_from && now < measure_to) ++errors;
           loop.Close(c);
@@ -973,7 +1013,8 @@ int RunRate(const Options& o) {
   Json j;
   j.Str("mode", "rate").Str("label", o.label).Num("rate", o.rate).Num("duration_s", duration);
   j.Num("sent", static_cast<double>(total - warm_count));
-  j.Num("errors", static_cast<double>(errors + unfinished)).Num("non2xx", static_cast<double>(non2xx));
+  j.Num("errors", static_cast<double>(errors + unfinished))
+      .Num("non2xx", static_cast<double>(non2xx));
   j.Num("conns_used", static_cast<double>(pool.size()));
   j.Pcts("lat", latency);
   j.Pcts("svc", service);
@@ -1228,9 +1269,12 @@ int RunHold(const Options& o_in) {
           if (!loop.Send(c, source.Next(), NowNs())) finish(c.id, Fate::kCut);
           break;
         case Outcome::kResponse:
-          if (c.parser.status() != 200) finish(c.id, Fate::kStatus);
-          else if (!s.done || s.events != o.chunks) finish(c.id, Fate::kIncomplete);
-          else finish(c.id, Fate::kDone);
+          if (c.parser.status() != 200)
+            finish(c.id, Fate::kStatus);
+          else if (!s.done || s.events != o.chunks)
+            finish(c.id, Fate::kIncomplete);
+          else
+            finish(c.id, Fate::kDone);
           break;
         case Outcome::kConnectFailed:
           finish(c.id, Fate::kConnectFailed);
