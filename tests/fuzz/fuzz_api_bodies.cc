@@ -24,8 +24,7 @@ namespace {
 
 struct Fixture {
   Fixture() {
-    dir = std::filesystem::temp_directory_path() /
-          ("ailb-fuzz-api-" + std::to_string(getpid()));
+    dir = std::filesystem::temp_directory_path() / ("ailb-fuzz-api-" + std::to_string(getpid()));
     std::filesystem::create_directories(dir);
     config = std::make_unique<ailb::config::ConfigStore>(std::make_shared<ailb::config::Config>());
     auto opened = ailb::rag::RagStore::Open(

@@ -1,4 +1,5 @@
 #include "ailb/rag/chunker.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
